@@ -1,0 +1,649 @@
+//! Position rules as a plain state machine: no I/O, no clock, no actix.
+//!
+//! A [`PositionBook`] is one participant's accounts in one currency (POSITION
+//! and SETTLEMENT) plus its net debit cap. [`decide`] takes a command and
+//! returns the next book together with the ledger rows that make the change
+//! durable; the caller writes the rows and only then adopts the new book.
+//!
+//! Sign conventions (as the reference hub): a POSITION above zero is what the
+//! participant owes; a SETTLEMENT balance below zero is money it holds at the
+//! settlement bank, so its liquidity cover is `-(settlement value)`.
+
+use rust_decimal::Decimal;
+use switch_storage::ledger::{
+    AccountChange, AccountIncrement, AdminStateChange, AdminTransferRecord, LedgerWrite,
+    NewAdminTransfer, NewLimit,
+};
+
+use crate::error::{ErrorCode, FspiopError};
+
+/// One ledger account as the owning actor sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Account {
+    pub id: i64,
+    pub position_id: i64,
+    pub value: Decimal,
+    pub reserved: Decimal,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NetDebitCap {
+    pub value: Decimal,
+    pub alarm_percentage: Decimal,
+}
+
+/// Everything a position actor decides on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PositionBook {
+    pub participant: String,
+    pub currency: String,
+    pub position: Account,
+    pub settlement: Account,
+    pub net_debit_cap: Option<NetDebitCap>,
+    /// The hub's HUB_RECONCILIATION account in this currency (funds in/out).
+    pub hub_reconciliation: i64,
+    /// The hub's HUB_MULTILATERAL_SETTLEMENT account (initial positions).
+    pub hub_multilateral_settlement: i64,
+}
+
+/// An operator movement of funds (the body of recordFundsIn / recordFundsOutPrepareReserve).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FundsMove {
+    pub transfer_id: String,
+    pub amount: Decimal,
+    pub external_reference: String,
+    pub reason: String,
+    /// Hash of the request body, for duplicate detection.
+    pub request_hash: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum PositionCommand {
+    InitialPositionAndLimits {
+        net_debit_cap: Decimal,
+        alarm_percentage: Decimal,
+        initial_position: Decimal,
+    },
+    SetNetDebitCap {
+        value: Decimal,
+        alarm_percentage: Decimal,
+    },
+    FundsIn(FundsMove),
+    FundsOutReserve(FundsMove),
+    FundsOutFinish {
+        transfer_id: String,
+        commit: bool,
+        reason: String,
+    },
+}
+
+impl PositionCommand {
+    /// The operator transfer this command refers to, whose stored record
+    /// [`decide`] needs for duplicate detection.
+    pub fn admin_transfer_id(&self) -> Option<&str> {
+        match self {
+            PositionCommand::FundsIn(m) | PositionCommand::FundsOutReserve(m) => {
+                Some(&m.transfer_id)
+            }
+            PositionCommand::FundsOutFinish { transfer_id, .. } => Some(transfer_id),
+            _ => None,
+        }
+    }
+}
+
+/// What a command did.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Decision {
+    pub book: PositionBook,
+    pub write: LedgerWrite,
+    /// True when the command repeated one already applied: nothing to write.
+    pub duplicate: bool,
+}
+
+pub const FUNDS_IN: &str = "recordFundsIn";
+pub const FUNDS_OUT_RESERVE: &str = "recordFundsOutPrepareReserve";
+
+fn validation(detail: impl Into<String>) -> FspiopError {
+    FspiopError::new(ErrorCode::GenericValidationError, detail)
+}
+
+fn unchanged(book: &PositionBook) -> Decision {
+    Decision {
+        book: book.clone(),
+        write: LedgerWrite::default(),
+        duplicate: true,
+    }
+}
+
+/// Decides a command against a book. `existing` is the stored operator
+/// transfer named by the command, if any.
+pub fn decide(
+    book: &PositionBook,
+    command: PositionCommand,
+    existing: Option<&AdminTransferRecord>,
+) -> Result<Decision, FspiopError> {
+    match command {
+        PositionCommand::InitialPositionAndLimits {
+            net_debit_cap,
+            alarm_percentage,
+            initial_position,
+        } => initial_position_and_limits(book, net_debit_cap, alarm_percentage, initial_position),
+        PositionCommand::SetNetDebitCap {
+            value,
+            alarm_percentage,
+        } => set_net_debit_cap(book, value, alarm_percentage),
+        PositionCommand::FundsIn(funds) => funds_in(book, funds, existing),
+        PositionCommand::FundsOutReserve(funds) => funds_out_reserve(book, funds, existing),
+        PositionCommand::FundsOutFinish {
+            transfer_id,
+            commit,
+            reason,
+        } => funds_out_finish(book, &transfer_id, commit, &reason, existing),
+    }
+}
+
+fn check_limit(value: Decimal, alarm_percentage: Decimal) -> Result<(), FspiopError> {
+    if value.is_sign_negative() && !value.is_zero() {
+        return Err(validation("limit value must not be negative"));
+    }
+    if alarm_percentage < Decimal::ZERO || alarm_percentage > Decimal::from(100) {
+        return Err(validation("alarmPercentage must be between 0 and 100"));
+    }
+    Ok(())
+}
+
+fn new_limit(book: &PositionBook, value: Decimal, alarm_percentage: Decimal) -> NewLimit {
+    NewLimit {
+        account_id: book.position.id,
+        limit_type: "NET_DEBIT_CAP".into(),
+        value,
+        alarm_percentage,
+    }
+}
+
+fn initial_position_and_limits(
+    book: &PositionBook,
+    net_debit_cap: Decimal,
+    alarm_percentage: Decimal,
+    initial_position: Decimal,
+) -> Result<Decision, FspiopError> {
+    if book.net_debit_cap.is_some() {
+        return Err(FspiopError::new(
+            ErrorCode::GenericClientError,
+            "Participant Limit or Initial Position already set",
+        ));
+    }
+    check_limit(net_debit_cap, alarm_percentage)?;
+    let mut next = book.clone();
+    next.net_debit_cap = Some(NetDebitCap {
+        value: net_debit_cap,
+        alarm_percentage,
+    });
+    let mut write = LedgerWrite {
+        limits: vec![new_limit(book, net_debit_cap, alarm_percentage)],
+        ..LedgerWrite::default()
+    };
+    if !initial_position.is_zero() {
+        // Double entry: the hub's multilateral settlement account holds the
+        // other side, so every currency still nets to zero.
+        write.changes.push(move_account(
+            &mut next.position,
+            initial_position,
+            Decimal::ZERO,
+            "INITIAL_POSITION",
+            None,
+        ));
+        write.increments.push(AccountIncrement {
+            account_id: book.hub_multilateral_settlement,
+            change_value: -initial_position,
+            kind: "INITIAL_POSITION".into(),
+            reference: Some(book.participant.clone()),
+        });
+    }
+    Ok(Decision {
+        book: next,
+        write,
+        duplicate: false,
+    })
+}
+
+fn set_net_debit_cap(
+    book: &PositionBook,
+    value: Decimal,
+    alarm_percentage: Decimal,
+) -> Result<Decision, FspiopError> {
+    check_limit(value, alarm_percentage)?;
+    let mut next = book.clone();
+    next.net_debit_cap = Some(NetDebitCap {
+        value,
+        alarm_percentage,
+    });
+    Ok(Decision {
+        book: next,
+        write: LedgerWrite {
+            limits: vec![new_limit(book, value, alarm_percentage)],
+            ..LedgerWrite::default()
+        },
+        duplicate: false,
+    })
+}
+
+/// Moves an owned account and returns the history row for it.
+fn move_account(
+    account: &mut Account,
+    change_value: Decimal,
+    change_reserved: Decimal,
+    kind: &str,
+    reference: Option<&str>,
+) -> AccountChange {
+    account.value += change_value;
+    account.reserved += change_reserved;
+    AccountChange {
+        account_id: account.id,
+        position_id: account.position_id,
+        value: account.value,
+        reserved_value: account.reserved,
+        change_value,
+        change_reserved,
+        kind: kind.into(),
+        reference: reference.map(str::to_string),
+    }
+}
+
+/// Duplicate detection for a new operator transfer: `Ok(true)` for an exact
+/// repeat, 3106 for the same id with a different body.
+fn is_repeat(
+    funds: &FundsMove,
+    existing: Option<&AdminTransferRecord>,
+) -> Result<bool, FspiopError> {
+    match existing {
+        None => Ok(false),
+        Some(record) if record.transfer.request_hash == funds.request_hash => Ok(true),
+        Some(_) => Err(FspiopError::new(
+            ErrorCode::ModifiedRequest,
+            format!(
+                "transferId {} was already used with a different request",
+                funds.transfer_id
+            ),
+        )),
+    }
+}
+
+fn check_amount(amount: Decimal) -> Result<(), FspiopError> {
+    if amount <= Decimal::ZERO {
+        return Err(validation("amount must be positive"));
+    }
+    Ok(())
+}
+
+fn admin_transfer(book: &PositionBook, funds: &FundsMove, action: &str) -> NewAdminTransfer {
+    NewAdminTransfer {
+        transfer_id: funds.transfer_id.clone(),
+        account_id: book.settlement.id,
+        action: action.into(),
+        amount: funds.amount,
+        currency: book.currency.clone(),
+        external_reference: funds.external_reference.clone(),
+        reason: funds.reason.clone(),
+        request_hash: funds.request_hash.clone(),
+    }
+}
+
+fn state(transfer_id: &str, state: &str, reason: &str) -> AdminStateChange {
+    AdminStateChange {
+        transfer_id: transfer_id.into(),
+        state: state.into(),
+        reason: Some(reason.into()),
+    }
+}
+
+fn funds_in(
+    book: &PositionBook,
+    funds: FundsMove,
+    existing: Option<&AdminTransferRecord>,
+) -> Result<Decision, FspiopError> {
+    check_amount(funds.amount)?;
+    if is_repeat(&funds, existing)? {
+        return Ok(unchanged(book));
+    }
+    let mut next = book.clone();
+    let write = LedgerWrite {
+        changes: vec![move_account(
+            &mut next.settlement,
+            -funds.amount,
+            Decimal::ZERO,
+            "RECORD_FUNDS_IN",
+            Some(&funds.transfer_id),
+        )],
+        increments: vec![AccountIncrement {
+            account_id: book.hub_reconciliation,
+            change_value: funds.amount,
+            kind: "RECORD_FUNDS_IN".into(),
+            reference: Some(funds.transfer_id.clone()),
+        }],
+        admin_transfers: vec![admin_transfer(book, &funds, FUNDS_IN)],
+        admin_states: vec![state(&funds.transfer_id, "COMMITTED", &funds.reason)],
+        ..LedgerWrite::default()
+    };
+    Ok(Decision {
+        book: next,
+        write,
+        duplicate: false,
+    })
+}
+
+/// Funds that may leave the scheme: the liquidity cover not already promised
+/// to reserved withdrawals, less what the participant owes on its position.
+/// Unsettled credits (a negative position) are not withdrawable.
+pub fn withdrawable(book: &PositionBook) -> Decimal {
+    let cover = -(book.settlement.value + book.settlement.reserved);
+    let owed = (book.position.value + book.position.reserved).max(Decimal::ZERO);
+    cover - owed
+}
+
+fn funds_out_reserve(
+    book: &PositionBook,
+    funds: FundsMove,
+    existing: Option<&AdminTransferRecord>,
+) -> Result<Decision, FspiopError> {
+    check_amount(funds.amount)?;
+    if is_repeat(&funds, existing)? {
+        return Ok(unchanged(book));
+    }
+    let available = withdrawable(book);
+    if funds.amount > available {
+        return Err(FspiopError::new(
+            ErrorCode::PayerInsufficientLiquidity,
+            format!(
+                "funds out of {} exceeds the {} available",
+                funds.amount,
+                available.normalize()
+            ),
+        ));
+    }
+    let mut next = book.clone();
+    let write = LedgerWrite {
+        changes: vec![move_account(
+            &mut next.settlement,
+            Decimal::ZERO,
+            funds.amount,
+            "RECORD_FUNDS_OUT_RESERVE",
+            Some(&funds.transfer_id),
+        )],
+        admin_transfers: vec![admin_transfer(book, &funds, FUNDS_OUT_RESERVE)],
+        admin_states: vec![state(&funds.transfer_id, "RESERVED", &funds.reason)],
+        ..LedgerWrite::default()
+    };
+    Ok(Decision {
+        book: next,
+        write,
+        duplicate: false,
+    })
+}
+
+fn funds_out_finish(
+    book: &PositionBook,
+    transfer_id: &str,
+    commit: bool,
+    reason: &str,
+    existing: Option<&AdminTransferRecord>,
+) -> Result<Decision, FspiopError> {
+    let Some(record) = existing else {
+        return Err(FspiopError::new(
+            ErrorCode::GenericIdNotFound,
+            format!("transfer {transfer_id} does not exist"),
+        ));
+    };
+    if record.transfer.account_id != book.settlement.id
+        || record.transfer.action != FUNDS_OUT_RESERVE
+    {
+        return Err(validation(format!(
+            "transfer {transfer_id} is not a funds-out reservation on this account"
+        )));
+    }
+    let wanted_final = if commit { "COMMITTED" } else { "ABORTED" };
+    match record.state.as_str() {
+        "RESERVED" => {}
+        current if current == wanted_final => return Ok(unchanged(book)),
+        current => {
+            return Err(validation(format!(
+                "transfer {transfer_id} is {current}, not RESERVED"
+            )))
+        }
+    }
+    let amount = record.transfer.amount;
+    let mut next = book.clone();
+    let mut write = LedgerWrite {
+        admin_states: vec![state(transfer_id, wanted_final, reason)],
+        ..LedgerWrite::default()
+    };
+    if commit {
+        write.changes.push(move_account(
+            &mut next.settlement,
+            amount,
+            -amount,
+            "RECORD_FUNDS_OUT_COMMIT",
+            Some(transfer_id),
+        ));
+        write.increments.push(AccountIncrement {
+            account_id: book.hub_reconciliation,
+            change_value: -amount,
+            kind: "RECORD_FUNDS_OUT_COMMIT".into(),
+            reference: Some(transfer_id.into()),
+        });
+    } else {
+        write.changes.push(move_account(
+            &mut next.settlement,
+            Decimal::ZERO,
+            -amount,
+            "RECORD_FUNDS_OUT_ABORT",
+            Some(transfer_id),
+        ));
+    }
+    Ok(Decision {
+        book: next,
+        write,
+        duplicate: false,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn book() -> PositionBook {
+        PositionBook {
+            participant: "payerfsp".into(),
+            currency: "USD".into(),
+            position: Account {
+                id: 10,
+                position_id: 100,
+                value: Decimal::ZERO,
+                reserved: Decimal::ZERO,
+            },
+            settlement: Account {
+                id: 11,
+                position_id: 101,
+                value: Decimal::ZERO,
+                reserved: Decimal::ZERO,
+            },
+            net_debit_cap: None,
+            hub_reconciliation: 1,
+            hub_multilateral_settlement: 2,
+        }
+    }
+
+    fn funds(id: &str, amount: i64, hash: &str) -> FundsMove {
+        FundsMove {
+            transfer_id: id.into(),
+            amount: Decimal::from(amount),
+            external_reference: "ref".into(),
+            reason: "why".into(),
+            request_hash: hash.into(),
+        }
+    }
+
+    fn record(decision: &Decision, state: &str) -> AdminTransferRecord {
+        AdminTransferRecord {
+            transfer: decision.write.admin_transfers[0].clone(),
+            state: state.into(),
+        }
+    }
+
+    #[test]
+    fn funds_in_moves_settlement_and_hub_reconciliation() {
+        let d = decide(
+            &book(),
+            PositionCommand::FundsIn(funds("t1", 500, "h")),
+            None,
+        )
+        .expect("ok");
+        assert_eq!(d.book.settlement.value, Decimal::from(-500));
+        assert_eq!(d.write.increments[0].change_value, Decimal::from(500));
+        let sum: Decimal = d
+            .write
+            .changes
+            .iter()
+            .map(|c| c.change_value)
+            .sum::<Decimal>()
+            + d.write
+                .increments
+                .iter()
+                .map(|c| c.change_value)
+                .sum::<Decimal>();
+        assert_eq!(sum, Decimal::ZERO, "double entry nets to zero");
+    }
+
+    #[test]
+    fn repeats_are_idempotent_and_modified_repeats_refused() {
+        let first = decide(
+            &book(),
+            PositionCommand::FundsIn(funds("t1", 500, "h")),
+            None,
+        )
+        .expect("ok");
+        let stored = record(&first, "COMMITTED");
+        let again = decide(
+            &first.book,
+            PositionCommand::FundsIn(funds("t1", 500, "h")),
+            Some(&stored),
+        )
+        .expect("ok");
+        assert!(again.duplicate);
+        assert_eq!(again.book, first.book, "nothing moves twice");
+        let modified = decide(
+            &first.book,
+            PositionCommand::FundsIn(funds("t1", 600, "h2")),
+            Some(&stored),
+        );
+        assert_eq!(
+            modified.map(|_| ()).unwrap_err().code,
+            ErrorCode::ModifiedRequest
+        );
+    }
+
+    #[test]
+    fn funds_out_is_limited_by_liquidity_and_owed_position() {
+        let funded = decide(
+            &book(),
+            PositionCommand::FundsIn(funds("in", 1000, "h")),
+            None,
+        )
+        .expect("ok");
+        let mut owing = funded.book.clone();
+        owing.position.value = Decimal::from(300);
+        assert_eq!(withdrawable(&owing), Decimal::from(700));
+        let refused = decide(
+            &owing,
+            PositionCommand::FundsOutReserve(funds("out", 701, "h")),
+            None,
+        );
+        assert_eq!(
+            refused.unwrap_err().code,
+            ErrorCode::PayerInsufficientLiquidity
+        );
+        let reserved = decide(
+            &owing,
+            PositionCommand::FundsOutReserve(funds("out", 700, "h")),
+            None,
+        )
+        .expect("ok");
+        assert_eq!(reserved.book.settlement.reserved, Decimal::from(700));
+        assert_eq!(withdrawable(&reserved.book), Decimal::ZERO);
+    }
+
+    #[test]
+    fn funds_out_commit_and_abort_only_from_reserved() {
+        let funded = decide(
+            &book(),
+            PositionCommand::FundsIn(funds("in", 1000, "h")),
+            None,
+        )
+        .expect("ok");
+        let reserved = decide(
+            &funded.book,
+            PositionCommand::FundsOutReserve(funds("out", 400, "h")),
+            None,
+        )
+        .expect("ok");
+        let stored = record(&reserved, "RESERVED");
+        let commit = PositionCommand::FundsOutFinish {
+            transfer_id: "out".into(),
+            commit: true,
+            reason: "done".into(),
+        };
+        let committed = decide(&reserved.book, commit.clone(), Some(&stored)).expect("ok");
+        assert_eq!(committed.book.settlement.value, Decimal::from(-600));
+        assert_eq!(committed.book.settlement.reserved, Decimal::ZERO);
+        let done = record(&reserved, "COMMITTED");
+        assert!(
+            decide(&committed.book, commit, Some(&done))
+                .expect("repeat")
+                .duplicate
+        );
+        let abort = PositionCommand::FundsOutFinish {
+            transfer_id: "out".into(),
+            commit: false,
+            reason: "no".into(),
+        };
+        assert_eq!(
+            decide(&committed.book, abort, Some(&done))
+                .unwrap_err()
+                .code,
+            ErrorCode::GenericValidationError
+        );
+        let unknown = PositionCommand::FundsOutFinish {
+            transfer_id: "nope".into(),
+            commit: true,
+            reason: "x".into(),
+        };
+        assert_eq!(
+            decide(&book(), unknown, None).unwrap_err().code,
+            ErrorCode::GenericIdNotFound
+        );
+    }
+
+    #[test]
+    fn initial_position_and_limits_is_one_shot() {
+        let cmd = PositionCommand::InitialPositionAndLimits {
+            net_debit_cap: Decimal::from(1000),
+            alarm_percentage: Decimal::from(10),
+            initial_position: Decimal::from(5),
+        };
+        let first = decide(&book(), cmd.clone(), None).expect("ok");
+        assert_eq!(first.book.position.value, Decimal::from(5));
+        assert_eq!(first.write.increments[0].change_value, Decimal::from(-5));
+        assert_eq!(
+            decide(&first.book, cmd, None).unwrap_err().code,
+            ErrorCode::GenericClientError
+        );
+        let negative = PositionCommand::SetNetDebitCap {
+            value: Decimal::from(-1),
+            alarm_percentage: Decimal::from(10),
+        };
+        assert_eq!(
+            decide(&first.book, negative, None).unwrap_err().code,
+            ErrorCode::GenericValidationError
+        );
+    }
+}

@@ -1,0 +1,402 @@
+//! mojaswitch configuration.
+//!
+//! Layers, lowest first: built-in defaults < TOML file (`--config PATH`) <
+//! environment (`MOJASWITCH_<KEY>`) < command-line flags. Every key has a
+//! default, an environment variable and a place in the TOML file; unknown keys
+//! are refused and every bad value is reported with its key and the reason, so
+//! the binary can exit before it opens a port.
+//!
+//! The environment is passed in as a map so that tests do not touch the
+//! process environment.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// Prefix of every environment variable that configures the switch.
+pub const ENV_PREFIX: &str = "MOJASWITCH_";
+
+/// The effective configuration of one switch node.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `sqlite://PATH` (embedded default) or `mysql://user:pass@host:port/db`.
+    pub database_url: String,
+    /// Upper bound on pooled database connections.
+    pub db_connections_max: u32,
+    /// `redis://host:port[/db]`; empty means in-process placement and timers.
+    pub redis_url: String,
+    /// Address both HTTP listeners bind to.
+    pub bind_address: String,
+    /// Port of the FSPIOP API (DFSPs).
+    pub fspiop_port: u16,
+    /// Port of the operator API (central-ledger admin and settlement).
+    pub operator_port: u16,
+    /// Base URL that links in operator responses point at.
+    pub operator_public_url: String,
+    /// Name of the hub participant (the reference hub's HUB_NAME).
+    pub hub_name: String,
+    /// `tracing` filter, e.g. `info` or `mojaswitch=debug,info`.
+    pub log_level: String,
+    /// `text` or `json`.
+    pub log_format: String,
+    /// HTTP worker threads per listener.
+    pub http_workers: usize,
+    /// Largest request body accepted (FSPIOP allows 5 MiB).
+    pub body_size_max_bytes: usize,
+    /// Messages a position actor may have queued before the edge sheds load.
+    pub position_mailbox_capacity: usize,
+    /// How long the edge waits for an actor's durable answer.
+    pub actor_reply_timeout_ms: u64,
+    /// Grace period for in-flight requests and writes on SIGTERM/SIGINT.
+    pub shutdown_timeout_ms: u64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            database_url: "sqlite://data/mojaswitch.db".into(),
+            db_connections_max: 8,
+            redis_url: String::new(),
+            bind_address: "0.0.0.0".into(),
+            fspiop_port: 3000,
+            operator_port: 3001,
+            operator_public_url: "http://localhost:3001".into(),
+            hub_name: "Hub".into(),
+            log_level: "info".into(),
+            log_format: "text".into(),
+            http_workers: 2,
+            body_size_max_bytes: 5_242_880,
+            position_mailbox_capacity: 1024,
+            actor_reply_timeout_ms: 10_000,
+            shutdown_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// A configuration that cannot be used, with the key it is about.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {reason}")]
+    File { path: String, reason: String },
+    #[error("unknown configuration key `{key}` (from {source_name})")]
+    UnknownKey { key: String, source_name: String },
+    #[error("bad value for `{key}` (from {source_name}): {reason}")]
+    BadValue {
+        key: String,
+        source_name: String,
+        reason: String,
+    },
+}
+
+/// Where a value came from, for error messages.
+fn env_name(key: &str) -> String {
+    format!("{ENV_PREFIX}{}", key.to_ascii_uppercase())
+}
+
+impl Config {
+    /// Builds the configuration from every layer and validates it.
+    ///
+    /// `env` is the process environment (only `MOJASWITCH_*` entries are read);
+    /// `flags` are `key -> value` pairs from the command line.
+    pub fn load(
+        file: Option<&Path>,
+        env: &BTreeMap<String, String>,
+        flags: &BTreeMap<String, String>,
+    ) -> Result<Config, ConfigError> {
+        let mut table = defaults_table();
+        if let Some(path) = file {
+            merge_file(&mut table, path)?;
+        }
+        for (name, value) in env {
+            let Some(key) = name.strip_prefix(ENV_PREFIX) else {
+                continue;
+            };
+            let key = key.to_ascii_lowercase();
+            set_from_text(&mut table, &key, value, name)?;
+        }
+        for (key, value) in flags {
+            set_from_text(
+                &mut table,
+                key,
+                value,
+                &format!("flag --{}", key.replace('_', "-")),
+            )?;
+        }
+        let config: Config =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| ConfigError::BadValue {
+                    key: "?".into(),
+                    source_name: "merged configuration".into(),
+                    reason: e.to_string(),
+                })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks the values that types alone cannot.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let bad = |key: &str, reason: &str| {
+            Err(ConfigError::BadValue {
+                key: key.into(),
+                source_name: "validation".into(),
+                reason: reason.into(),
+            })
+        };
+        if !(self.database_url.starts_with("sqlite:") || self.database_url.starts_with("mysql://"))
+        {
+            return bad("database_url", "must start with sqlite: or mysql://");
+        }
+        let redis_ok = self.redis_url.is_empty()
+            || self.redis_url.starts_with("redis://")
+            || self.redis_url.starts_with("rediss://");
+        if !redis_ok {
+            return bad(
+                "redis_url",
+                "must be empty or start with redis:// or rediss://",
+            );
+        }
+        if self.db_connections_max == 0 || self.db_connections_max > 1000 {
+            return bad("db_connections_max", "must be between 1 and 1000");
+        }
+        if self.fspiop_port == self.operator_port && self.fspiop_port != 0 {
+            return bad("operator_port", "must differ from fspiop_port");
+        }
+        if self.bind_address.parse::<std::net::IpAddr>().is_err() {
+            return bad(
+                "bind_address",
+                "must be an IP address, e.g. 0.0.0.0 or 127.0.0.1",
+            );
+        }
+        if self.hub_name.is_empty() || self.hub_name.len() > 30 {
+            return bad("hub_name", "must be 1 to 30 characters");
+        }
+        if !matches!(self.log_format.as_str(), "text" | "json") {
+            return bad("log_format", "must be text or json");
+        }
+        if self.http_workers == 0 || self.http_workers > 64 {
+            return bad("http_workers", "must be between 1 and 64");
+        }
+        if self.body_size_max_bytes < 1024 || self.body_size_max_bytes > 64 * 1024 * 1024 {
+            return bad("body_size_max_bytes", "must be between 1024 and 67108864");
+        }
+        if self.position_mailbox_capacity == 0 || self.position_mailbox_capacity > 1_000_000 {
+            return bad("position_mailbox_capacity", "must be between 1 and 1000000");
+        }
+        if self.actor_reply_timeout_ms == 0 {
+            return bad("actor_reply_timeout_ms", "must be positive");
+        }
+        Ok(())
+    }
+
+    /// The configuration as TOML with secrets (database and Redis passwords) redacted.
+    pub fn redacted_toml(&self) -> String {
+        let mut shown = self.clone();
+        shown.database_url = redact_url(&shown.database_url);
+        shown.redis_url = redact_url(&shown.redis_url);
+        toml::to_string(&shown).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+
+    /// True when the switch runs on the embedded SQLite database.
+    pub fn is_embedded_database(&self) -> bool {
+        self.database_url.starts_with("sqlite:")
+    }
+}
+
+/// Replaces the password of `scheme://user:password@host` with `***`.
+pub fn redact_url(url: &str) -> String {
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let Some((userinfo, host)) = rest.rsplit_once('@') else {
+        return url.to_string();
+    };
+    match userinfo.split_once(':') {
+        Some((user, _password)) => format!("{scheme}://{user}:***@{host}"),
+        None => url.to_string(),
+    }
+}
+
+fn defaults_table() -> toml::Table {
+    match toml::Value::try_from(Config::default()) {
+        Ok(toml::Value::Table(table)) => table,
+        _ => unreachable!("Config serialises to a table"),
+    }
+}
+
+fn merge_file(table: &mut toml::Table, path: &Path) -> Result<(), ConfigError> {
+    let source_name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+        path: source_name.clone(),
+        reason: e.to_string(),
+    })?;
+    let file: toml::Table = text
+        .parse()
+        .map_err(|e: toml::de::Error| ConfigError::File {
+            path: source_name.clone(),
+            reason: e.to_string(),
+        })?;
+    for (key, value) in file {
+        let Some(default) = table.get(&key) else {
+            return Err(ConfigError::UnknownKey { key, source_name });
+        };
+        if default.type_str() != value.type_str() {
+            return Err(ConfigError::BadValue {
+                reason: format!(
+                    "expected {}, found {}",
+                    default.type_str(),
+                    value.type_str()
+                ),
+                key,
+                source_name,
+            });
+        }
+        table.insert(key, value);
+    }
+    Ok(())
+}
+
+/// Sets `key` from text (environment or flag), typed by the default's type.
+fn set_from_text(
+    table: &mut toml::Table,
+    key: &str,
+    text: &str,
+    source_name: &str,
+) -> Result<(), ConfigError> {
+    let Some(default) = table.get(key) else {
+        return Err(ConfigError::UnknownKey {
+            key: key.into(),
+            source_name: source_name.into(),
+        });
+    };
+    let bad = |reason: String| ConfigError::BadValue {
+        key: key.into(),
+        source_name: source_name.into(),
+        reason,
+    };
+    let value = match default {
+        toml::Value::Integer(_) => {
+            let n: i64 = text
+                .trim()
+                .parse()
+                .map_err(|_| bad(format!("`{text}` is not an integer")))?;
+            if n < 0 {
+                return Err(bad(format!("`{text}` is negative")));
+            }
+            toml::Value::Integer(n)
+        }
+        toml::Value::Boolean(_) => match text.trim() {
+            "true" | "1" => toml::Value::Boolean(true),
+            "false" | "0" => toml::Value::Boolean(false),
+            _ => return Err(bad(format!("`{text}` is not true or false"))),
+        },
+        _ => toml::Value::String(text.to_string()),
+    };
+    table.insert(key.to_string(), value);
+    Ok(())
+}
+
+/// The environment variable for a key, as documented.
+pub fn env_var_for(key: &str) -> String {
+    env_name(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_are_valid_and_embedded() {
+        let config = Config::load(None, &BTreeMap::new(), &BTreeMap::new()).expect("defaults");
+        assert_eq!(config, Config::default());
+        assert!(config.is_embedded_database());
+        assert_eq!(config.fspiop_port, 3000);
+        assert_eq!(config.operator_port, 3001);
+    }
+
+    #[test]
+    fn layers_apply_in_order() {
+        let dir = std::env::temp_dir().join(format!("mojaswitch-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("switch.toml");
+        std::fs::write(
+            &file,
+            "fspiop_port = 4000\noperator_port = 4001\nhub_name = \"FileHub\"\n",
+        )
+        .expect("write");
+        let environment = env(&[("MOJASWITCH_OPERATOR_PORT", "5001"), ("PATH", "/bin")]);
+        let flags = env(&[("hub_name", "FlagHub")]);
+        let config = Config::load(Some(&file), &environment, &flags).expect("load");
+        assert_eq!(config.fspiop_port, 4000, "file beats default");
+        assert_eq!(config.operator_port, 5001, "environment beats file");
+        assert_eq!(config.hub_name, "FlagHub", "flag beats file");
+    }
+
+    #[test]
+    fn unknown_keys_are_refused_everywhere() {
+        let err = Config::load(None, &env(&[("MOJASWITCH_NO_SUCH", "1")]), &BTreeMap::new())
+            .expect_err("unknown env key");
+        assert!(matches!(err, ConfigError::UnknownKey { ref key, .. } if key == "no_such"));
+        let dir = std::env::temp_dir().join(format!("mojaswitch-config-u-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let file = dir.join("bad.toml");
+        std::fs::write(&file, "fspiop_prot = 1\n").expect("write");
+        let err = Config::load(Some(&file), &BTreeMap::new(), &BTreeMap::new())
+            .expect_err("unknown file key");
+        assert!(err.to_string().contains("fspiop_prot"));
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let err = Config::load(
+            None,
+            &env(&[("MOJASWITCH_FSPIOP_PORT", "abc")]),
+            &BTreeMap::new(),
+        )
+        .expect_err("bad port");
+        assert!(err.to_string().contains("fspiop_port"), "{err}");
+        let err = Config::load(
+            None,
+            &env(&[("MOJASWITCH_DATABASE_URL", "postgres://x")]),
+            &BTreeMap::new(),
+        )
+        .expect_err("bad url");
+        assert!(err.to_string().contains("database_url"), "{err}");
+        let err = Config::load(
+            None,
+            &env(&[("MOJASWITCH_FSPIOP_PORT", "70000")]),
+            &BTreeMap::new(),
+        )
+        .expect_err("port out of range");
+        assert!(
+            err.to_string().contains("70000") || err.to_string().contains("fspiop"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        assert_eq!(
+            redact_url("mysql://root:secret@127.0.0.1:3306/db"),
+            "mysql://root:***@127.0.0.1:3306/db"
+        );
+        assert_eq!(
+            redact_url("mysql://root@127.0.0.1/db"),
+            "mysql://root@127.0.0.1/db"
+        );
+        let config = Config {
+            redis_url: "redis://:pw@localhost:6379".into(),
+            ..Config::default()
+        };
+        assert!(!config.redacted_toml().contains("pw@"));
+    }
+}

@@ -1,0 +1,90 @@
+//! The operator API (port 3001): every path of the central-ledger admin
+//! swagger, with the reference hub's field names, status codes and errors.
+
+mod participants;
+mod reference;
+
+use actix_web::{web, HttpResponse};
+use serde_json::json;
+use switch_actors::ErrorCode;
+
+use crate::errors::{ApiError, ApiResult};
+use crate::state::AppState;
+
+/// Registers every operator route.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/health").route(web::get().to(health)));
+    cfg.service(web::resource("/metrics").route(web::get().to(metrics)));
+    cfg.service(web::resource("/enums").route(web::get().to(reference::enums)));
+    cfg.service(
+        web::resource("/ledgerAccountTypes")
+            .route(web::get().to(reference::list_ledger_account_types))
+            .route(web::post().to(reference::create_ledger_account_type)),
+    );
+    cfg.service(
+        web::resource("/settlementModels")
+            .route(web::get().to(reference::list_settlement_models))
+            .route(web::post().to(reference::create_settlement_model)),
+    );
+    cfg.service(
+        web::resource("/settlementModels/{name}")
+            .route(web::get().to(reference::get_settlement_model))
+            .route(web::put().to(reference::update_settlement_model)),
+    );
+    cfg.service(
+        web::resource("/transactions/{id}").route(web::get().to(reference::get_transaction)),
+    );
+    participants::routes(cfg);
+}
+
+/// `GET /health` in the reference hub's shape; 502 when a dependency is down.
+pub async fn health(state: web::Data<AppState>) -> HttpResponse {
+    let mut services = Vec::new();
+    let mut all_ok = true;
+    let datastore = state.store.ping().await;
+    all_ok &= datastore.is_ok();
+    services.push(
+        json!({"name": "datastore", "status": if datastore.is_ok() { "OK" } else { "DOWN" }}),
+    );
+    if let Some(redis) = &state.redis {
+        let cache = redis.ping().await;
+        all_ok &= cache.is_ok();
+        services
+            .push(json!({"name": "cache", "status": if cache.is_ok() { "OK" } else { "DOWN" }}));
+    }
+    let now = chrono::Utc::now();
+    let body = json!({
+        "status": if all_ok { "OK" } else { "DOWN" },
+        "uptime": (now - state.started_at).num_milliseconds() as f64 / 1000.0,
+        "startTime": state.started_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+        "versionNumber": env!("CARGO_PKG_VERSION"),
+        "services": services,
+    });
+    if all_ok {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::BadGateway().json(body)
+    }
+}
+
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4")
+        .body(state.metrics.render())
+}
+
+/// Fallback for paths the API does not serve.
+pub async fn unknown_path() -> ApiResult<HttpResponse> {
+    Err(ApiError::new(
+        ErrorCode::UnknownUri,
+        "the requested path does not exist",
+    ))
+}
+
+/// A participant name from the path must name a participant.
+pub(crate) fn not_found(what: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::GenericIdNotFound,
+        format!("{what} does not exist"),
+    )
+}

@@ -1,0 +1,240 @@
+//! Starting, running and stopping a switch node.
+//!
+//! Threads: the storage runtime (Tokio, owns every database and Redis
+//! connection), the actix system (main thread), actor shards (one arbiter per
+//! core) and the HTTP workers of each listener.
+//!
+//! Shutdown on SIGTERM or SIGINT: both listeners stop accepting, in-flight
+//! requests finish (each waits for its actor's durable answer) within
+//! `shutdown_timeout_ms`, then the actor shards stop and the pool closes.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_web::dev::ServiceResponse;
+use actix_web::http::header::CONTENT_TYPE;
+use actix_web::http::StatusCode;
+use actix_web::middleware::{from_fn, ErrorHandlerResponse, ErrorHandlers};
+use actix_web::{web, App, HttpResponse, HttpServer};
+use switch_actors::{ErrorCode, FspiopError};
+use switch_cluster::Shards;
+use switch_config::Config;
+use switch_storage::{PoolSettings, Store};
+
+use crate::errors::{error_body, status_of};
+use crate::metrics::{self, Metrics};
+use crate::state::{AppState, RedisProbe};
+
+/// Errors that stop a node from starting.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("database: {0}")]
+    Database(#[from] switch_storage::StorageError),
+    #[error("redis at {url}: {reason}")]
+    Redis { url: String, reason: String },
+    #[error("cannot listen: {0}")]
+    Listen(#[from] std::io::Error),
+}
+
+/// The runtime that owns all connections to the database and Redis.
+pub fn storage_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .thread_name("storage")
+        .enable_all()
+        .build()
+}
+
+/// Connects to the database (and migrates it) on `runtime`.
+pub fn open_store(
+    config: &Config,
+    runtime: &tokio::runtime::Runtime,
+    migrate: bool,
+) -> Result<Store, StartError> {
+    let settings = PoolSettings {
+        connections_max: config.db_connections_max,
+        acquire_timeout_ms: 5_000,
+    };
+    runtime.block_on(async {
+        let store = Store::connect(&config.database_url, &settings).await?;
+        if migrate {
+            store.migrate().await?;
+        }
+        Ok(store)
+    })
+}
+
+/// Runs a node until SIGTERM or SIGINT.
+pub fn serve(config: Config) -> Result<(), StartError> {
+    let runtime = storage_runtime()?;
+    let store = open_store(&config, &runtime, true)?;
+    runtime.block_on(store.ensure_hub(&config.hub_name))?;
+    let redis = match config.redis_url.as_str() {
+        "" => None,
+        url => {
+            let probe =
+                RedisProbe::new(url, runtime.handle().clone()).map_err(|e| StartError::Redis {
+                    url: switch_config::redact_url(url),
+                    reason: e.to_string(),
+                })?;
+            runtime
+                .block_on(probe.ping())
+                .map_err(|reason| StartError::Redis {
+                    url: switch_config::redact_url(url),
+                    reason,
+                })?;
+            Some(probe)
+        }
+    };
+    let system = actix_web::rt::System::new();
+    let result = system.block_on(run(config, store.clone(), redis));
+    runtime.block_on(store.close());
+    runtime.shutdown_timeout(Duration::from_secs(5));
+    result
+}
+
+async fn run(config: Config, store: Store, redis: Option<RedisProbe>) -> Result<(), StartError> {
+    let shards = Arc::new(Shards::start(config.http_workers));
+    let positions = Arc::new(switch_actors::position::position_directory(
+        shards.clone(),
+        store.clone(),
+        config.hub_name.clone(),
+        config.position_mailbox_capacity,
+    ));
+    let state = web::Data::new(AppState {
+        config: config.clone(),
+        store,
+        positions,
+        redis,
+        metrics: Metrics::new(),
+        started_at: chrono::Utc::now(),
+    });
+    let operator = listener(
+        &config,
+        config.operator_port,
+        state.clone(),
+        "operator",
+        crate::operator::routes,
+    )?;
+    let fspiop = listener(
+        &config,
+        config.fspiop_port,
+        state.clone(),
+        "fspiop",
+        crate::fspiop::routes,
+    )?;
+    tracing::info!(
+        fspiop_port = config.fspiop_port,
+        operator_port = config.operator_port,
+        database = %switch_config::redact_url(&config.database_url),
+        "mojaswitch listening"
+    );
+    let (operator_handle, fspiop_handle) = (operator.handle(), fspiop.handle());
+    let servers =
+        actix_web::rt::spawn(async move { futures::future::join(operator, fspiop).await });
+    wait_for_signal().await;
+    tracing::info!("shutting down: draining in-flight requests");
+    futures::future::join(operator_handle.stop(true), fspiop_handle.stop(true)).await;
+    let _ = servers.await;
+    shards.stop();
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let mut terminate =
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(signal) => signal,
+            Err(error) => {
+                tracing::error!(%error, "cannot watch SIGTERM");
+                let _ = tokio::signal::ctrl_c().await;
+                return;
+            }
+        };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = terminate.recv() => {}
+    }
+}
+
+fn listener(
+    config: &Config,
+    port: u16,
+    state: web::Data<AppState>,
+    api: &'static str,
+    routes: fn(&mut web::ServiceConfig),
+) -> std::io::Result<actix_web::dev::Server> {
+    let body_limit = config.body_size_max_bytes;
+    let server = HttpServer::new(move || {
+        let metrics = state.metrics.clone();
+        App::new()
+            .app_data(state.clone())
+            .app_data(web::PayloadConfig::new(body_limit))
+            .wrap(error_bodies())
+            .wrap(from_fn(move |req, next| {
+                metrics::record(api, metrics.clone(), req, next)
+            }))
+            .configure(routes)
+            .default_service(web::to(crate::operator::unknown_path))
+    })
+    .workers(config.http_workers)
+    .disable_signals()
+    .shutdown_timeout(config.shutdown_timeout_ms.div_ceil(1000))
+    .bind((config.bind_address.as_str(), port))?
+    .run();
+    Ok(server)
+}
+
+/// Gives actix's own bodiless errors (wrong method, body too large, bad
+/// query) the FSPIOP `errorInformation` shape.
+fn error_bodies<B: 'static>() -> ErrorHandlers<B> {
+    ErrorHandlers::new()
+        .handler(StatusCode::METHOD_NOT_ALLOWED, |res| {
+            as_fspiop(
+                res,
+                ErrorCode::MethodNotAllowed,
+                "method not allowed on this path",
+            )
+        })
+        .handler(StatusCode::PAYLOAD_TOO_LARGE, |res| {
+            as_fspiop(
+                res,
+                ErrorCode::TooLargePayload,
+                "request body exceeds the size limit",
+            )
+        })
+        .handler(StatusCode::BAD_REQUEST, |res| {
+            as_fspiop(
+                res,
+                ErrorCode::MalformedSyntax,
+                "the request could not be parsed",
+            )
+        })
+        .handler(StatusCode::NOT_FOUND, |res| {
+            as_fspiop(
+                res,
+                ErrorCode::UnknownUri,
+                "the requested path does not exist",
+            )
+        })
+}
+
+fn as_fspiop<B>(
+    res: ServiceResponse<B>,
+    code: ErrorCode,
+    detail: &str,
+) -> actix_web::Result<ErrorHandlerResponse<B>> {
+    let is_json = res
+        .headers()
+        .get(CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+    if is_json {
+        return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
+    }
+    let error = FspiopError::new(code, detail);
+    let (request, _) = res.into_parts();
+    let response = HttpResponse::build(status_of(code)).json(error_body(&error));
+    Ok(ErrorHandlerResponse::Response(
+        ServiceResponse::new(request, response).map_into_right_body(),
+    ))
+}

@@ -1,0 +1,187 @@
+//! Ledger invariants, verified from the database alone (`mojaswitch check`).
+//!
+//! Each invariant has a name; a report lists every invariant with the number
+//! of rows it looked at and the first violations it found.
+
+use std::collections::BTreeMap;
+
+use futures::TryStreamExt;
+use sqlx::AnyPool;
+
+use crate::{col, Result, Store};
+
+/// Violations kept per invariant; the count of all of them is still reported.
+const VIOLATIONS_SHOWN_MAX: usize = 20;
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct InvariantReport {
+    pub name: &'static str,
+    pub rows_checked: u64,
+    pub violations: u64,
+    pub examples: Vec<String>,
+}
+
+impl InvariantReport {
+    fn new(name: &'static str) -> Self {
+        InvariantReport {
+            name,
+            rows_checked: 0,
+            violations: 0,
+            examples: Vec::new(),
+        }
+    }
+
+    fn violation(&mut self, detail: String) {
+        self.violations += 1;
+        if self.examples.len() < VIOLATIONS_SHOWN_MAX {
+            self.examples.push(detail);
+        }
+    }
+
+    pub fn holds(&self) -> bool {
+        self.violations == 0
+    }
+}
+
+impl Store {
+    /// Checks every ledger invariant and reports on each.
+    pub async fn check_invariants(&self) -> Result<Vec<InvariantReport>> {
+        self.run(|pool| async move {
+            let mut reports = Vec::new();
+            reports.extend(check_position_histories(&pool).await?);
+            reports.push(check_limits_not_negative(&pool).await?);
+            reports.push(check_admin_transfers_final(&pool).await?);
+            reports.push(check_currency_nets_zero(&pool).await?);
+            Ok(reports)
+        })
+        .await
+    }
+}
+
+/// `positions_equal_history` and `history_has_no_gaps`.
+async fn check_position_histories(pool: &AnyPool) -> Result<Vec<InvariantReport>> {
+    let mut equal = InvariantReport::new("positions_equal_sum_of_changes");
+    let mut gaps = InvariantReport::new("position_history_has_no_gaps");
+    // Running state per position: (value, reserved) as the history says.
+    let mut running: BTreeMap<i64, (i64, i64)> = BTreeMap::new();
+    let mut rows = sqlx::query(
+        "SELECT participant_position_change_id, participant_position_id, value, reserved_value, change_value, change_reserved \
+         FROM participant_position_change ORDER BY participant_position_id, participant_position_change_id",
+    )
+    .fetch(pool);
+    while let Some(row) = rows.try_next().await? {
+        gaps.rows_checked += 1;
+        let id: i64 = col(&row, "participant_position_change_id")?;
+        let position: i64 = col(&row, "participant_position_id")?;
+        let value: i64 = col(&row, "value")?;
+        let reserved: i64 = col(&row, "reserved_value")?;
+        let change: i64 = col(&row, "change_value")?;
+        let change_reserved: i64 = col(&row, "change_reserved")?;
+        let (before_value, before_reserved) = running.get(&position).copied().unwrap_or((0, 0));
+        if before_value.checked_add(change) != Some(value)
+            || before_reserved.checked_add(change_reserved) != Some(reserved)
+        {
+            gaps.violation(format!(
+                "position {position} change {id}: ({before_value}, {before_reserved}) + ({change}, {change_reserved}) != ({value}, {reserved}) [units of 1/10000]"
+            ));
+        }
+        running.insert(position, (value, reserved));
+    }
+    drop(rows);
+    let positions = sqlx::query(
+        "SELECT participant_position_id, value, reserved_value FROM participant_position",
+    )
+    .fetch_all(pool)
+    .await?;
+    for row in &positions {
+        equal.rows_checked += 1;
+        let position: i64 = col(row, "participant_position_id")?;
+        let value: i64 = col(row, "value")?;
+        let reserved: i64 = col(row, "reserved_value")?;
+        let history = running.get(&position).copied().unwrap_or((0, 0));
+        if history != (value, reserved) {
+            equal.violation(format!(
+                "position {position}: stored ({value}, {reserved}) but history sums to ({}, {}) [units of 1/10000]",
+                history.0, history.1
+            ));
+        }
+    }
+    Ok(vec![equal, gaps])
+}
+
+async fn check_limits_not_negative(pool: &AnyPool) -> Result<InvariantReport> {
+    let mut report = InvariantReport::new("limits_not_negative");
+    let rows = sqlx::query(
+        "SELECT participant_limit_id, value, threshold_alarm_percentage FROM participant_limit",
+    )
+    .fetch_all(pool)
+    .await?;
+    for row in &rows {
+        report.rows_checked += 1;
+        let id: i64 = col(row, "participant_limit_id")?;
+        let value: i64 = col(row, "value")?;
+        let alarm: i64 = col(row, "threshold_alarm_percentage")?;
+        if value < 0 || alarm < 0 {
+            report.violation(format!("limit {id}: value {value}, alarm {alarm}"));
+        }
+    }
+    Ok(report)
+}
+
+/// An operator transfer's states follow RESERVED -> COMMITTED|ABORTED or are a
+/// single COMMITTED, and nothing follows a final state.
+async fn check_admin_transfers_final(pool: &AnyPool) -> Result<InvariantReport> {
+    let mut report = InvariantReport::new("operator_transfers_final_states_never_change");
+    let rows = sqlx::query(
+        "SELECT transfer_id, state FROM admin_transfer_state_change ORDER BY transfer_id, admin_transfer_state_change_id",
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut histories: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    for row in &rows {
+        report.rows_checked += 1;
+        histories
+            .entry(col(row, "transfer_id")?)
+            .or_default()
+            .push(col(row, "state")?);
+    }
+    for (transfer_id, states) in histories {
+        let states: Vec<&str> = states.iter().map(String::as_str).collect();
+        let valid = matches!(
+            states.as_slice(),
+            ["COMMITTED"] | ["RESERVED"] | ["RESERVED", "COMMITTED"] | ["RESERVED", "ABORTED"]
+        );
+        if !valid {
+            report.violation(format!(
+                "operator transfer {transfer_id}: states {states:?}"
+            ));
+        }
+    }
+    Ok(report)
+}
+
+/// Every ledger movement has two sides, so per currency the balances of all
+/// accounts sum to zero.
+async fn check_currency_nets_zero(pool: &AnyPool) -> Result<InvariantReport> {
+    let mut report = InvariantReport::new("balances_net_to_zero_per_currency");
+    let rows = sqlx::query(
+        "SELECT pc.currency_id, pp.value FROM participant_position pp \
+         JOIN participant_currency pc ON pc.participant_currency_id = pp.participant_currency_id",
+    )
+    .fetch_all(pool)
+    .await?;
+    let mut sums: BTreeMap<String, i128> = BTreeMap::new();
+    for row in &rows {
+        report.rows_checked += 1;
+        let value: i64 = col(row, "value")?;
+        *sums.entry(col(row, "currency_id")?).or_default() += value as i128;
+    }
+    for (currency, sum) in sums {
+        if sum != 0 {
+            report.violation(format!(
+                "{currency}: balances sum to {sum} [units of 1/10000]"
+            ));
+        }
+    }
+    Ok(report)
+}

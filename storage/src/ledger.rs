@@ -1,0 +1,363 @@
+//! Balances: loading a participant's position book and writing ledger
+//! changes, each batch in one database transaction.
+//!
+//! Two kinds of account change exist:
+//! - [`AccountChange`]: an account owned by one position actor. The actor is
+//!   the only writer, so it computes the running balance itself and this
+//!   module writes it verbatim.
+//! - [`AccountIncrement`]: a shared hub account (HUB_RECONCILIATION, ...)
+//!   that several actors move. It is incremented in SQL under the row lock
+//!   and the running balance is read back inside the same transaction.
+
+use rust_decimal::Decimal;
+use sqlx::{Any, AnyPool, Transaction};
+
+use crate::participants::AccountRecord;
+use crate::{col, from_units, now_text, to_units, Result, StorageError, Store};
+
+/// A change to an account owned by the writer, with the balances after it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccountChange {
+    pub account_id: i64,
+    pub position_id: i64,
+    pub value: Decimal,
+    pub reserved_value: Decimal,
+    pub change_value: Decimal,
+    pub change_reserved: Decimal,
+    pub kind: String,
+    pub reference: Option<String>,
+}
+
+/// A change to a shared account, applied relative to its stored balance.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AccountIncrement {
+    pub account_id: i64,
+    pub change_value: Decimal,
+    pub kind: String,
+    pub reference: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewLimit {
+    pub account_id: i64,
+    pub limit_type: String,
+    pub value: Decimal,
+    pub alarm_percentage: Decimal,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewAdminTransfer {
+    pub transfer_id: String,
+    pub account_id: i64,
+    pub action: String,
+    pub amount: Decimal,
+    pub currency: String,
+    pub external_reference: String,
+    pub reason: String,
+    pub request_hash: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminStateChange {
+    pub transfer_id: String,
+    pub state: String,
+    pub reason: Option<String>,
+}
+
+/// Everything one decision wrote, made durable together.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct LedgerWrite {
+    pub changes: Vec<AccountChange>,
+    pub increments: Vec<AccountIncrement>,
+    pub limits: Vec<NewLimit>,
+    pub admin_transfers: Vec<NewAdminTransfer>,
+    pub admin_states: Vec<AdminStateChange>,
+}
+
+impl LedgerWrite {
+    pub fn is_empty(&self) -> bool {
+        self.changes.is_empty()
+            && self.increments.is_empty()
+            && self.limits.is_empty()
+            && self.admin_transfers.is_empty()
+            && self.admin_states.is_empty()
+    }
+}
+
+/// What a position actor needs to start: its accounts and its limit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PositionBookRecord {
+    pub participant_id: i64,
+    pub participant_name: String,
+    pub participant_active: bool,
+    pub currency: String,
+    pub position: Option<AccountRecord>,
+    pub settlement: Option<AccountRecord>,
+    /// Net debit cap and its alarm percentage, if one was ever set.
+    pub net_debit_cap: Option<(Decimal, Decimal)>,
+}
+
+/// An operator transfer with its newest state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AdminTransferRecord {
+    pub transfer: NewAdminTransfer,
+    pub state: String,
+}
+
+impl Store {
+    /// Loads the accounts and net debit cap of one participant in one currency.
+    pub async fn load_position_book(
+        &self,
+        participant_name: &str,
+        currency: &str,
+    ) -> Result<Option<PositionBookRecord>> {
+        let Some(participant) = self.participant(participant_name).await? else {
+            return Ok(None);
+        };
+        let pick = |kind: &str| {
+            participant
+                .accounts
+                .iter()
+                .find(|a| a.currency == currency && a.ledger_account_type == kind)
+                .cloned()
+        };
+        let position = pick("POSITION");
+        let settlement = pick("SETTLEMENT");
+        let mut net_debit_cap = None;
+        if let Some(account) = &position {
+            let limits = self
+                .limits(
+                    Some(participant.id),
+                    Some(currency.to_string()),
+                    Some("NET_DEBIT_CAP".into()),
+                )
+                .await?;
+            net_debit_cap = limits
+                .iter()
+                .find(|l| l.account_id == account.id)
+                .map(|l| (l.value, l.alarm_percentage));
+        }
+        Ok(Some(PositionBookRecord {
+            participant_id: participant.id,
+            participant_name: participant.name.clone(),
+            participant_active: participant.is_active,
+            currency: currency.to_string(),
+            position,
+            settlement,
+            net_debit_cap,
+        }))
+    }
+
+    /// A hub account of one type and currency.
+    pub async fn hub_account(
+        &self,
+        hub_name: &str,
+        currency: &str,
+        account_type: &str,
+    ) -> Result<Option<AccountRecord>> {
+        Ok(self.participant(hub_name).await?.and_then(|hub| {
+            hub.accounts
+                .into_iter()
+                .find(|a| a.currency == currency && a.ledger_account_type == account_type)
+        }))
+    }
+
+    /// An operator transfer and its newest state.
+    pub async fn admin_transfer(&self, transfer_id: &str) -> Result<Option<AdminTransferRecord>> {
+        let transfer_id = transfer_id.to_string();
+        self.run(move |pool| async move {
+            let row = sqlx::query(
+                "SELECT t.transfer_id, t.participant_currency_id, t.action, t.amount, t.currency_id, t.external_reference, \
+                 t.reason, t.request_hash, s.state FROM admin_transfer t \
+                 JOIN admin_transfer_state_change s ON s.transfer_id = t.transfer_id \
+                 WHERE t.transfer_id = ? ORDER BY s.admin_transfer_state_change_id DESC LIMIT 1",
+            )
+            .bind(transfer_id)
+            .fetch_optional(&pool)
+            .await?;
+            let Some(row) = row else { return Ok(None) };
+            Ok(Some(AdminTransferRecord {
+                transfer: NewAdminTransfer {
+                    transfer_id: col(&row, "transfer_id")?,
+                    account_id: col(&row, "participant_currency_id")?,
+                    action: col(&row, "action")?,
+                    amount: from_units(col(&row, "amount")?),
+                    currency: col(&row, "currency_id")?,
+                    external_reference: col(&row, "external_reference")?,
+                    reason: col(&row, "reason")?,
+                    request_hash: col(&row, "request_hash")?,
+                },
+                state: col(&row, "state")?,
+            }))
+        })
+        .await
+    }
+
+    /// Writes one batch of ledger changes in a single transaction.
+    pub async fn apply(&self, write: LedgerWrite) -> Result<()> {
+        if write.is_empty() {
+            return Ok(());
+        }
+        self.run(move |pool| async move { apply_in_transaction(&pool, write).await })
+            .await
+    }
+}
+
+async fn apply_in_transaction(pool: &AnyPool, write: LedgerWrite) -> Result<()> {
+    let now = now_text();
+    let mut tx = pool.begin().await?;
+    for transfer in &write.admin_transfers {
+        sqlx::query(
+            "INSERT INTO admin_transfer (transfer_id, participant_currency_id, action, amount, currency_id, external_reference, reason, request_hash, created_date) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(transfer.transfer_id.clone())
+        .bind(transfer.account_id)
+        .bind(transfer.action.clone())
+        .bind(to_units(transfer.amount)?)
+        .bind(transfer.currency.clone())
+        .bind(transfer.external_reference.clone())
+        .bind(transfer.reason.clone())
+        .bind(transfer.request_hash.clone())
+        .bind(now.clone())
+        .execute(&mut *tx)
+        .await?;
+    }
+    for state in &write.admin_states {
+        sqlx::query(
+            "INSERT INTO admin_transfer_state_change (transfer_id, state, reason, created_date) VALUES (?, ?, ?, ?)",
+        )
+        .bind(state.transfer_id.clone())
+        .bind(state.state.clone())
+        .bind(state.reason.clone())
+        .bind(now.clone())
+        .execute(&mut *tx)
+        .await?;
+    }
+    for limit in &write.limits {
+        sqlx::query(
+            "INSERT INTO participant_limit (participant_currency_id, limit_type, value, threshold_alarm_percentage, created_date, created_by) \
+             VALUES (?, ?, ?, ?, ?, 'operator')",
+        )
+        .bind(limit.account_id)
+        .bind(limit.limit_type.clone())
+        .bind(to_units(limit.value)?)
+        .bind(to_units(limit.alarm_percentage)?)
+        .bind(now.clone())
+        .execute(&mut *tx)
+        .await?;
+    }
+    write_owned_changes(&mut tx, &write.changes, &now).await?;
+    for increment in &write.increments {
+        write_increment(&mut tx, increment, &now).await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Rows per multi-row INSERT: keeps statements well under packet limits.
+const INSERT_ROWS_MAX: usize = 200;
+
+async fn write_owned_changes(
+    tx: &mut Transaction<'static, Any>,
+    changes: &[AccountChange],
+    now: &str,
+) -> Result<()> {
+    for chunk in changes.chunks(INSERT_ROWS_MAX) {
+        let placeholders = vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?)"; chunk.len()].join(", ");
+        let sql = format!(
+            "INSERT INTO participant_position_change (participant_position_id, participant_currency_id, value, reserved_value, \
+             change_value, change_reserved, kind, reference, created_date) VALUES {placeholders}"
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for change in chunk {
+            query = query
+                .bind(change.position_id)
+                .bind(change.account_id)
+                .bind(to_units(change.value)?)
+                .bind(to_units(change.reserved_value)?)
+                .bind(to_units(change.change_value)?)
+                .bind(to_units(change.change_reserved)?)
+                .bind(change.kind.clone())
+                .bind(change.reference.clone())
+                .bind(now.to_string());
+        }
+        query.execute(&mut **tx).await?;
+    }
+    // One position update per account: the last change carries the balance.
+    let mut last_per_account: Vec<&AccountChange> = Vec::new();
+    for change in changes.iter().rev() {
+        if !last_per_account
+            .iter()
+            .any(|c| c.account_id == change.account_id)
+        {
+            last_per_account.push(change);
+        }
+    }
+    for change in last_per_account {
+        let updated = sqlx::query(
+            "UPDATE participant_position SET value = ?, reserved_value = ?, changed_date = ? WHERE participant_currency_id = ?",
+        )
+        .bind(to_units(change.value)?)
+        .bind(to_units(change.reserved_value)?)
+        .bind(now.to_string())
+        .bind(change.account_id)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+        if updated != 1 {
+            return Err(StorageError::Invariant(format!(
+                "account {} has no position row",
+                change.account_id
+            )));
+        }
+    }
+    Ok(())
+}
+
+async fn write_increment(
+    tx: &mut Transaction<'static, Any>,
+    increment: &AccountIncrement,
+    now: &str,
+) -> Result<()> {
+    let change = to_units(increment.change_value)?;
+    let updated = sqlx::query(
+        "UPDATE participant_position SET value = value + ?, changed_date = ? WHERE participant_currency_id = ?",
+    )
+    .bind(change)
+    .bind(now.to_string())
+    .bind(increment.account_id)
+    .execute(&mut **tx)
+    .await?
+    .rows_affected();
+    if updated != 1 {
+        return Err(StorageError::Invariant(format!(
+            "account {} has no position row",
+            increment.account_id
+        )));
+    }
+    let row = sqlx::query(
+        "SELECT participant_position_id, value, reserved_value FROM participant_position WHERE participant_currency_id = ?",
+    )
+    .bind(increment.account_id)
+    .fetch_one(&mut **tx)
+    .await?;
+    let position_id: i64 = col(&row, "participant_position_id")?;
+    let value: i64 = col(&row, "value")?;
+    let reserved: i64 = col(&row, "reserved_value")?;
+    sqlx::query(
+        "INSERT INTO participant_position_change (participant_position_id, participant_currency_id, value, reserved_value, \
+         change_value, change_reserved, kind, reference, created_date) VALUES (?, ?, ?, ?, ?, 0, ?, ?, ?)",
+    )
+    .bind(position_id)
+    .bind(increment.account_id)
+    .bind(value)
+    .bind(reserved)
+    .bind(change)
+    .bind(increment.kind.clone())
+    .bind(increment.reference.clone())
+    .bind(now.to_string())
+    .execute(&mut **tx)
+    .await?;
+    Ok(())
+}
