@@ -82,7 +82,7 @@ impl TestDb {
         let url = self.url.clone();
         let sql = sql.to_string();
         on_own_runtime(async move {
-            use sqlx::{Column, Row};
+            use sqlx::Row;
             sqlx::any::install_default_drivers();
             let url = if url.starts_with("sqlite") {
                 format!("{url}?mode=ro")
