@@ -92,6 +92,9 @@ impl ErrorCode {
 pub struct FspiopError {
     pub code: ErrorCode,
     pub detail: String,
+    /// `errorInformation.extensionList` entries (key, value), e.g. the
+    /// supported versions on a 3001.
+    pub extensions: Vec<(String, String)>,
 }
 
 impl FspiopError {
@@ -99,7 +102,13 @@ impl FspiopError {
         FspiopError {
             code,
             detail: detail.into(),
+            extensions: Vec::new(),
         }
+    }
+
+    pub fn with_extension(mut self, key: impl Into<String>, value: impl Into<String>) -> Self {
+        self.extensions.push((key.into(), value.into()));
+        self
     }
 
     /// `errorDescription` as the reference hub writes it: "<name> - <detail>".

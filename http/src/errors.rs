@@ -52,12 +52,19 @@ pub fn status_of(code: ErrorCode) -> StatusCode {
 
 /// `{"errorInformation": {"errorCode", "errorDescription"}}`.
 pub fn error_body(error: &FspiopError) -> serde_json::Value {
-    json!({
-        "errorInformation": {
-            "errorCode": error.code.code(),
-            "errorDescription": error.description(),
-        }
-    })
+    let mut information = json!({
+        "errorCode": error.code.code(),
+        "errorDescription": error.description(),
+    });
+    if !error.extensions.is_empty() {
+        let extension: Vec<serde_json::Value> = error
+            .extensions
+            .iter()
+            .map(|(key, value)| json!({"key": key, "value": value}))
+            .collect();
+        information["extensionList"] = json!({ "extension": extension });
+    }
+    json!({ "errorInformation": information })
 }
 
 impl ResponseError for ApiError {
