@@ -10,6 +10,9 @@
 //! elsewhere.
 
 pub mod error;
+pub mod notify;
+pub mod participants;
 pub mod position;
+pub mod transfer;
 
 pub use error::{ErrorCode, FspiopError};

@@ -12,6 +12,8 @@
 //! transport, and nothing of the business rules; actors are built by a
 //! factory handed in by `actors`.
 
+pub mod timers;
+
 use std::collections::HashMap;
 use std::hash::{BuildHasher, Hash};
 use std::sync::{Arc, Mutex};
@@ -61,7 +63,11 @@ pub struct Directory<K, A: Actor<Context = Context<A>>> {
     factory: Box<Factory<K, A>>,
     mailbox_capacity: usize,
     hasher: std::collections::hash_map::RandomState,
+    sweep_at: std::sync::atomic::AtomicUsize,
 }
+
+/// Entries below which the directory never sweeps.
+const SWEEP_MIN: usize = 1024;
 
 impl<K, A> Directory<K, A>
 where
@@ -81,6 +87,7 @@ where
             factory: Box::new(factory),
             mailbox_capacity,
             hasher: Default::default(),
+            sweep_at: std::sync::atomic::AtomicUsize::new(SWEEP_MIN),
         }
     }
 
@@ -103,6 +110,15 @@ where
             actor
         });
         actors.insert(key.clone(), addr.clone());
+        // Stopped actors leave their entry behind; sweep when the map has
+        // doubled since the last sweep, so the cost stays amortised O(1).
+        if actors.len() > self.sweep_at.load(std::sync::atomic::Ordering::Relaxed) {
+            actors.retain(|_, addr| addr.connected());
+            self.sweep_at.store(
+                (actors.len() * 2).max(SWEEP_MIN),
+                std::sync::atomic::Ordering::Relaxed,
+            );
+        }
         addr
     }
 

@@ -51,6 +51,30 @@ pub struct Config {
     pub actor_reply_timeout_ms: u64,
     /// Grace period for in-flight requests and writes on SIGTERM/SIGINT.
     pub shutdown_timeout_ms: u64,
+    /// Arbiter threads the actors are spread over.
+    pub actor_threads: usize,
+    /// Messages a transfer actor may have queued.
+    pub transfer_mailbox_capacity: usize,
+    /// Decided position changes waiting for durability, per position; beyond it the edge sheds load (2003).
+    pub position_pending_max: usize,
+    /// Ledger writes merged into one database transaction at most.
+    pub batch_writes_max: usize,
+    /// Ledger writes waiting for the writer at most.
+    pub writer_queue_capacity: usize,
+    /// ENABLE_ON_US_TRANSFERS: payer and payee may be the same participant.
+    pub on_us_transfers_enabled: bool,
+    /// SEND_TRANSFER_CONFIRMATION_TO_PAYEE: the payee gets a copy of the commit.
+    pub send_transfer_confirmation_to_payee: bool,
+    /// How often expiry timers are checked.
+    pub expiry_tick_ms: u64,
+    /// Timeout of one callback delivery attempt.
+    pub callback_timeout_ms: u64,
+    /// Retries of a callback after a connection error or a 5xx.
+    pub callback_retries_max: u32,
+    /// Callbacks being delivered at once at most.
+    pub callback_concurrency_max: usize,
+    /// Callbacks waiting for delivery at most; beyond it new ones are dropped and counted.
+    pub callback_queue_capacity: usize,
 }
 
 impl Default for Config {
@@ -71,6 +95,18 @@ impl Default for Config {
             position_mailbox_capacity: 1024,
             actor_reply_timeout_ms: 10_000,
             shutdown_timeout_ms: 10_000,
+            actor_threads: 2,
+            transfer_mailbox_capacity: 64,
+            position_pending_max: 20_000,
+            batch_writes_max: 1_000,
+            writer_queue_capacity: 10_000,
+            on_us_transfers_enabled: false,
+            send_transfer_confirmation_to_payee: true,
+            expiry_tick_ms: 100,
+            callback_timeout_ms: 10_000,
+            callback_retries_max: 3,
+            callback_concurrency_max: 256,
+            callback_queue_capacity: 100_000,
         }
     }
 }
@@ -187,6 +223,38 @@ impl Config {
         }
         if self.actor_reply_timeout_ms == 0 {
             return bad("actor_reply_timeout_ms", "must be positive");
+        }
+        let positive: [(&str, u64); 10] = [
+            ("actor_threads", self.actor_threads as u64),
+            (
+                "transfer_mailbox_capacity",
+                self.transfer_mailbox_capacity as u64,
+            ),
+            ("position_pending_max", self.position_pending_max as u64),
+            ("batch_writes_max", self.batch_writes_max as u64),
+            ("writer_queue_capacity", self.writer_queue_capacity as u64),
+            ("expiry_tick_ms", self.expiry_tick_ms),
+            ("callback_timeout_ms", self.callback_timeout_ms),
+            (
+                "callback_concurrency_max",
+                self.callback_concurrency_max as u64,
+            ),
+            (
+                "callback_queue_capacity",
+                self.callback_queue_capacity as u64,
+            ),
+            ("shutdown_timeout_ms", self.shutdown_timeout_ms),
+        ];
+        for (key, value) in positive {
+            if value == 0 {
+                return bad(key, "must be positive");
+            }
+        }
+        if self.actor_threads > 64 {
+            return bad("actor_threads", "must be at most 64");
+        }
+        if self.callback_retries_max > 10 {
+            return bad("callback_retries_max", "must be at most 10");
         }
         Ok(())
     }

@@ -159,3 +159,18 @@ pub fn request_hash(bytes: &[u8]) -> String {
     use sha2::Digest;
     base64::engine::general_purpose::STANDARD_NO_PAD.encode(sha2::Sha256::digest(bytes))
 }
+
+/// A correlation id: a UUID (any version) or a ULID, as real clients send both
+/// on every API version.
+pub fn valid_correlation_id(id: &str) -> bool {
+    let uuid = id.len() == 36
+        && id.char_indices().all(|(i, c)| match i {
+            8 | 13 | 18 | 23 => c == '-',
+            _ => c.is_ascii_hexdigit(),
+        });
+    let ulid = id.len() == 26
+        && id.chars().all(|c| {
+            c.is_ascii_digit() || "ABCDEFGHJKMNPQRSTVWXYZ".contains(c.to_ascii_uppercase())
+        });
+    uuid || ulid
+}

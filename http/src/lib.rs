@@ -7,10 +7,13 @@
 //! Architecture invariant: `http` knows FSPIOP and HTTP, not SQL; it never
 //! changes a balance itself, it asks the owning position actor.
 
+pub mod endpoints;
 pub mod errors;
 pub mod fspiop;
+pub mod ilp;
 pub mod json;
 pub mod metrics;
+pub mod notifier;
 pub mod operator;
 pub mod server;
 pub mod state;

@@ -16,6 +16,8 @@ pub struct Metrics {
     registry: Registry,
     requests: IntCounterVec,
     latency: HistogramVec,
+    callbacks: IntCounterVec,
+    callback_latency: HistogramVec,
 }
 
 impl Metrics {
@@ -37,16 +39,41 @@ impl Metrics {
             &["api", "method", "route"],
         )
         .expect("valid metric");
-        registry
-            .register(Box::new(requests.clone()))
-            .expect("register");
-        registry
-            .register(Box::new(latency.clone()))
-            .expect("register");
+        let callbacks = IntCounterVec::new(
+            Opts::new(
+                "mojaswitch_callbacks_total",
+                "Callbacks to participants by outcome",
+            ),
+            &["endpoint_type", "outcome"],
+        )
+        .expect("valid metric");
+        let callback_latency = HistogramVec::new(
+            HistogramOpts::new(
+                "mojaswitch_callback_duration_seconds",
+                "Callback delivery time, retries included",
+            )
+            .buckets(vec![
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+            ]),
+            &["endpoint_type", "outcome"],
+        )
+        .expect("valid metric");
+        for metric in [&requests, &callbacks] {
+            registry
+                .register(Box::new(metric.clone()))
+                .expect("register");
+        }
+        for metric in [&latency, &callback_latency] {
+            registry
+                .register(Box::new(metric.clone()))
+                .expect("register");
+        }
         Metrics {
             registry,
             requests,
             latency,
+            callbacks,
+            callback_latency,
         }
     }
 
@@ -58,6 +85,16 @@ impl Metrics {
             tracing::error!(%error, "metrics encoding failed");
         }
         String::from_utf8(buffer).unwrap_or_default()
+    }
+
+    /// One callback's outcome (`delivered`, `failed` or `dropped`).
+    pub fn callback(&self, endpoint_type: &str, outcome: &str, seconds: f64) {
+        self.callbacks
+            .with_label_values(&[endpoint_type, outcome])
+            .inc();
+        self.callback_latency
+            .with_label_values(&[endpoint_type, outcome])
+            .observe(seconds);
     }
 
     fn observe(&self, api: &str, method: &str, route: &str, status: u16, seconds: f64) {

@@ -21,8 +21,20 @@ use switch_cluster::Shards;
 use switch_config::Config;
 use switch_storage::{PoolSettings, Store};
 
+use switch_actors::participants::ParticipantCache;
+use switch_actors::position::PositionLimits;
+use switch_actors::transfer::rules::TransferSettings;
+use switch_actors::transfer::{
+    system_clock_ms, transfer_directory, Expire, TransferDirectory, TransferServices,
+};
+use switch_cluster::timers::{LocalTimers, Timers};
+use switch_storage::writer::{BatchWriter, WriterLimits};
+
+use crate::endpoints::EndpointCache;
 use crate::errors::{error_body, status_of};
+use crate::fspiop::schema::Schemas;
 use crate::metrics::{self, Metrics};
+use crate::notifier::{CallbackLimits, HttpNotifier};
 use crate::state::{AppState, RedisProbe};
 
 /// Errors that stop a node from starting.
@@ -34,6 +46,8 @@ pub enum StartError {
     Redis { url: String, reason: String },
     #[error("cannot listen: {0}")]
     Listen(#[from] std::io::Error),
+    #[error("FSPIOP schemas: {0}")]
+    Schemas(String),
 }
 
 /// The runtime that owns all connections to the database and Redis.
@@ -87,26 +101,91 @@ pub fn serve(config: Config) -> Result<(), StartError> {
         }
     };
     let system = actix_web::rt::System::new();
-    let result = system.block_on(run(config, store.clone(), redis));
+    let result = system.block_on(run(config, store.clone(), redis, runtime.handle().clone()));
     runtime.block_on(store.close());
     runtime.shutdown_timeout(Duration::from_secs(5));
     result
 }
 
-async fn run(config: Config, store: Store, redis: Option<RedisProbe>) -> Result<(), StartError> {
-    let shards = Arc::new(Shards::start(config.http_workers));
+async fn run(
+    config: Config,
+    store: Store,
+    redis: Option<RedisProbe>,
+    io: tokio::runtime::Handle,
+) -> Result<(), StartError> {
+    let schemas = Arc::new(Schemas::load().map_err(StartError::Schemas)?);
+    let shards = Arc::new(Shards::start(config.actor_threads));
+    let writer = BatchWriter::start(
+        &store,
+        WriterLimits {
+            batch_writes_max: config.batch_writes_max,
+            queue_capacity: config.writer_queue_capacity,
+        },
+    );
     let positions = Arc::new(switch_actors::position::position_directory(
         shards.clone(),
         store.clone(),
+        writer.clone(),
         config.hub_name.clone(),
-        config.position_mailbox_capacity,
+        PositionLimits {
+            mailbox_capacity: config.position_mailbox_capacity,
+            pending_max: config.position_pending_max,
+        },
+    ));
+    let metrics = Metrics::new();
+    let endpoints = EndpointCache::new(store.clone());
+    let notifier = HttpNotifier::start(
+        &io,
+        endpoints.clone(),
+        config.hub_name.clone(),
+        CallbackLimits {
+            timeout_ms: config.callback_timeout_ms,
+            retries_max: config.callback_retries_max,
+            concurrency_max: config.callback_concurrency_max,
+            queue_capacity: config.callback_queue_capacity,
+        },
+        metrics.clone(),
+    );
+    let participants = ParticipantCache::new(store.clone());
+    let timers: Arc<dyn Timers> = Arc::new(LocalTimers::default());
+    let services = Arc::new(TransferServices {
+        store: store.clone(),
+        writer,
+        positions: positions.clone(),
+        participants: participants.clone(),
+        notifier: Arc::new(notifier.clone()),
+        timers: timers.clone(),
+        settings: TransferSettings {
+            on_us_enabled: config.on_us_transfers_enabled,
+            confirm_to_payee: config.send_transfer_confirmation_to_payee,
+        },
+        position_timeout: Duration::from_millis(config.actor_reply_timeout_ms),
+        clock: system_clock_ms,
+    });
+    let transfers = Arc::new(transfer_directory(
+        shards.clone(),
+        services,
+        config.transfer_mailbox_capacity,
+    ));
+    for (id, expiration_ms) in store.unfinished_transfers().await? {
+        timers.schedule(&id, expiration_ms);
+    }
+    actix_web::rt::spawn(fire_expired(
+        timers,
+        transfers.clone(),
+        Duration::from_millis(config.expiry_tick_ms),
     ));
     let state = web::Data::new(AppState {
         config: config.clone(),
         store,
         positions,
+        transfers,
+        participants,
+        endpoints,
+        notifier,
+        schemas,
         redis,
-        metrics: Metrics::new(),
+        metrics,
         started_at: chrono::Utc::now(),
     });
     let operator = listener(
@@ -139,6 +218,24 @@ async fn run(config: Config, store: Store, redis: Option<RedisProbe>) -> Result<
     shards.stop();
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Expired transfers fired per tick at most; the rest wait for the next tick.
+const EXPIRIES_PER_TICK_MAX: usize = 10_000;
+
+/// Asks each transfer whose timer is due to check its expiry.
+async fn fire_expired(timers: Arc<dyn Timers>, transfers: Arc<TransferDirectory>, tick: Duration) {
+    let mut interval = tokio::time::interval(tick);
+    loop {
+        interval.tick().await;
+        let now = system_clock_ms();
+        for id in timers.take_due(now, EXPIRIES_PER_TICK_MAX) {
+            if transfers.get(&id).try_send(Expire).is_err() {
+                // Its mailbox is full: try again on a later tick.
+                timers.schedule(&id, now + tick.as_millis() as i64);
+            }
+        }
+    }
 }
 
 async fn wait_for_signal() {

@@ -10,19 +10,61 @@ use switch_cluster::{ask, AskError};
 use switch_config::Config;
 use switch_storage::Store;
 
+use switch_actors::participants::ParticipantCache;
+use switch_actors::transfer::{TransferActor, TransferDirectory};
+use switch_actors::FspiopError;
+
+use crate::endpoints::EndpointCache;
 use crate::errors::{ApiError, ApiResult};
+use crate::fspiop::schema::Schemas;
 use crate::metrics::Metrics;
+use crate::notifier::HttpNotifier;
 
 pub struct AppState {
     pub config: Config,
     pub store: Store,
     pub positions: Arc<PositionDirectory>,
+    pub transfers: Arc<TransferDirectory>,
+    pub participants: ParticipantCache,
+    pub endpoints: EndpointCache,
+    pub notifier: HttpNotifier,
+    pub schemas: Arc<Schemas>,
     pub redis: Option<RedisProbe>,
     pub metrics: Metrics,
     pub started_at: chrono::DateTime<chrono::Utc>,
 }
 
+fn unanswered(error: AskError) -> ApiError {
+    match error {
+        AskError::Timeout(_) => ApiError::new(
+            ErrorCode::ServiceUnavailable,
+            "the switch did not finish in time; the request may still complete, repeat it to learn the outcome",
+        ),
+        AskError::Gone => ApiError::new(ErrorCode::InternalServerError, "actor stopped before answering"),
+    }
+}
+
 impl AppState {
+    /// Sends a message to the actor of transfer `id` and waits for its durable answer.
+    pub async fn ask_transfer<M>(&self, id: &str, message: M) -> ApiResult<()>
+    where
+        M: actix::Message<Result = Result<(), FspiopError>> + Send + 'static,
+        TransferActor: actix::Handler<M>,
+    {
+        let addr = self.transfers.get(&id.to_string());
+        let timeout = Duration::from_millis(self.config.actor_reply_timeout_ms);
+        match ask(&addr, message, timeout).await {
+            Ok(answer) => answer.map_err(ApiError::from),
+            Err(error) => Err(unanswered(error)),
+        }
+    }
+
+    /// Forgets what is cached about a participant after the operator changed it.
+    pub fn participant_changed(&self, name: &str) {
+        self.participants.invalidate(name);
+        self.endpoints.invalidate(name);
+    }
+
     /// Sends a command to the position actor of `participant` in `currency`
     /// and waits for its durable answer.
     pub async fn position(
@@ -39,11 +81,7 @@ impl AppState {
         let timeout = Duration::from_millis(self.config.actor_reply_timeout_ms);
         match ask(&addr, PositionRequest(command), timeout).await {
             Ok(answer) => answer.map_err(ApiError::from),
-            Err(AskError::Timeout(_)) => Err(ApiError::new(
-                ErrorCode::ServiceUnavailable,
-                "the position did not answer in time; the request may still complete, repeat it to learn the outcome",
-            )),
-            Err(AskError::Gone) => Err(ApiError::new(ErrorCode::InternalServerError, "position actor stopped")),
+            Err(error) => Err(unanswered(error)),
         }
     }
 }

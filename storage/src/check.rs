@@ -6,7 +6,8 @@
 use std::collections::BTreeMap;
 
 use futures::TryStreamExt;
-use sqlx::AnyPool;
+/// The read transaction every check runs in.
+type Snapshot = sqlx::Transaction<'static, sqlx::Any>;
 
 use crate::{col, Result, Store};
 
@@ -47,11 +48,16 @@ impl Store {
     /// Checks every ledger invariant and reports on each.
     pub async fn check_invariants(&self) -> Result<Vec<InvariantReport>> {
         self.run(|pool| async move {
+            // One read transaction: every invariant sees the same snapshot,
+            // even while the switch keeps writing.
+            let mut tx = pool.begin().await?;
             let mut reports = Vec::new();
-            reports.extend(check_position_histories(&pool).await?);
-            reports.push(check_limits_not_negative(&pool).await?);
-            reports.push(check_admin_transfers_final(&pool).await?);
-            reports.push(check_currency_nets_zero(&pool).await?);
+            reports.extend(check_position_histories(&mut tx).await?);
+            reports.push(check_limits_not_negative(&mut tx).await?);
+            reports.push(check_admin_transfers_final(&mut tx).await?);
+            reports.push(check_currency_nets_zero(&mut tx).await?);
+            reports.push(check_transfer_movements(&mut tx).await?);
+            tx.rollback().await?;
             Ok(reports)
         })
         .await
@@ -59,7 +65,7 @@ impl Store {
 }
 
 /// `positions_equal_history` and `history_has_no_gaps`.
-async fn check_position_histories(pool: &AnyPool) -> Result<Vec<InvariantReport>> {
+async fn check_position_histories(tx: &mut Snapshot) -> Result<Vec<InvariantReport>> {
     let mut equal = InvariantReport::new("positions_equal_sum_of_changes");
     let mut gaps = InvariantReport::new("position_history_has_no_gaps");
     // Running state per position: (value, reserved) as the history says.
@@ -68,7 +74,7 @@ async fn check_position_histories(pool: &AnyPool) -> Result<Vec<InvariantReport>
         "SELECT participant_position_change_id, participant_position_id, value, reserved_value, change_value, change_reserved \
          FROM participant_position_change ORDER BY participant_position_id, participant_position_change_id",
     )
-    .fetch(pool);
+    .fetch(&mut **tx);
     while let Some(row) = rows.try_next().await? {
         gaps.rows_checked += 1;
         let id: i64 = col(&row, "participant_position_change_id")?;
@@ -91,7 +97,7 @@ async fn check_position_histories(pool: &AnyPool) -> Result<Vec<InvariantReport>
     let positions = sqlx::query(
         "SELECT participant_position_id, value, reserved_value FROM participant_position",
     )
-    .fetch_all(pool)
+    .fetch_all(&mut **tx)
     .await?;
     for row in &positions {
         equal.rows_checked += 1;
@@ -109,12 +115,12 @@ async fn check_position_histories(pool: &AnyPool) -> Result<Vec<InvariantReport>
     Ok(vec![equal, gaps])
 }
 
-async fn check_limits_not_negative(pool: &AnyPool) -> Result<InvariantReport> {
+async fn check_limits_not_negative(tx: &mut Snapshot) -> Result<InvariantReport> {
     let mut report = InvariantReport::new("limits_not_negative");
     let rows = sqlx::query(
         "SELECT participant_limit_id, value, threshold_alarm_percentage FROM participant_limit",
     )
-    .fetch_all(pool)
+    .fetch_all(&mut **tx)
     .await?;
     for row in &rows {
         report.rows_checked += 1;
@@ -130,12 +136,12 @@ async fn check_limits_not_negative(pool: &AnyPool) -> Result<InvariantReport> {
 
 /// An operator transfer's states follow RESERVED -> COMMITTED|ABORTED or are a
 /// single COMMITTED, and nothing follows a final state.
-async fn check_admin_transfers_final(pool: &AnyPool) -> Result<InvariantReport> {
+async fn check_admin_transfers_final(tx: &mut Snapshot) -> Result<InvariantReport> {
     let mut report = InvariantReport::new("operator_transfers_final_states_never_change");
     let rows = sqlx::query(
         "SELECT transfer_id, state FROM admin_transfer_state_change ORDER BY transfer_id, admin_transfer_state_change_id",
     )
-    .fetch_all(pool)
+    .fetch_all(&mut **tx)
     .await?;
     let mut histories: BTreeMap<String, Vec<String>> = BTreeMap::new();
     for row in &rows {
@@ -161,14 +167,21 @@ async fn check_admin_transfers_final(pool: &AnyPool) -> Result<InvariantReport> 
 }
 
 /// Every ledger movement has two sides, so per currency the balances of all
-/// accounts sum to zero.
-async fn check_currency_nets_zero(pool: &AnyPool) -> Result<InvariantReport> {
+/// accounts sum to zero, except for reservations of transfers still in
+/// flight (the payer's side moves at reserve, the payee's at commit).
+async fn check_currency_nets_zero(tx: &mut Snapshot) -> Result<InvariantReport> {
     let mut report = InvariantReport::new("balances_net_to_zero_per_currency");
+    let mut in_flight: BTreeMap<String, i128> = BTreeMap::new();
+    for (transfer, state) in latest_transfer_states(tx).await? {
+        if state == "RESERVED" {
+            *in_flight.entry(transfer.currency).or_default() += transfer.amount as i128;
+        }
+    }
     let rows = sqlx::query(
         "SELECT pc.currency_id, pp.value FROM participant_position pp \
          JOIN participant_currency pc ON pc.participant_currency_id = pp.participant_currency_id",
     )
-    .fetch_all(pool)
+    .fetch_all(&mut **tx)
     .await?;
     let mut sums: BTreeMap<String, i128> = BTreeMap::new();
     for row in &rows {
@@ -176,12 +189,92 @@ async fn check_currency_nets_zero(pool: &AnyPool) -> Result<InvariantReport> {
         let value: i64 = col(row, "value")?;
         *sums.entry(col(row, "currency_id")?).or_default() += value as i128;
     }
+    for currency in in_flight.keys() {
+        sums.entry(currency.clone()).or_default();
+    }
     for (currency, sum) in sums {
-        if sum != 0 {
+        let reserved = in_flight.get(&currency).copied().unwrap_or(0);
+        if sum != reserved {
             report.violation(format!(
-                "{currency}: balances sum to {sum} [units of 1/10000]"
+                "{currency}: balances sum to {sum} but transfers in flight reserve {reserved} [units of 1/10000]"
             ));
         }
+    }
+    Ok(report)
+}
+
+struct TransferSummary {
+    id: String,
+    currency: String,
+    amount: i64,
+}
+
+/// Every transfer with its newest state.
+async fn latest_transfer_states(tx: &mut Snapshot) -> Result<Vec<(TransferSummary, String)>> {
+    let rows = sqlx::query(
+        "SELECT t.transfer_id, t.currency_id, t.amount, s.state FROM transfer t \
+         JOIN transfer_state_change s ON s.transfer_id = t.transfer_id \
+         WHERE s.transfer_state_change_id = (SELECT MAX(x.transfer_state_change_id) FROM transfer_state_change x WHERE x.transfer_id = t.transfer_id)",
+    )
+    .fetch_all(&mut **tx)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok((
+                TransferSummary {
+                    id: col(row, "transfer_id")?,
+                    currency: col(row, "currency_id")?,
+                    amount: col(row, "amount")?,
+                },
+                col(row, "state")?,
+            ))
+        })
+        .collect()
+}
+
+/// Each transfer moved positions exactly as its final state says: reserved
+/// once, then committed once or reversed once, never both, never twice.
+async fn check_transfer_movements(tx: &mut Snapshot) -> Result<InvariantReport> {
+    let mut report = InvariantReport::new("transfers_move_positions_exactly_once");
+    let rows = sqlx::query(
+        "SELECT reference, kind, COUNT(*) AS moves, CAST(SUM(change_value) AS SIGNED) AS total FROM participant_position_change \
+         WHERE kind IN ('TRANSFER_RESERVE', 'TRANSFER_COMMIT', 'TRANSFER_REVERSE') GROUP BY reference, kind",
+    )
+    .fetch_all(&mut **tx)
+    .await?;
+    // (reserve, commit, reverse) as (count, sum) per transfer.
+    let mut moves: BTreeMap<String, [(i64, i64); 3]> = BTreeMap::new();
+    for row in &rows {
+        let reference: Option<String> = col(row, "reference")?;
+        let kind: String = col(row, "kind")?;
+        let slot = match kind.as_str() {
+            "TRANSFER_RESERVE" => 0,
+            "TRANSFER_COMMIT" => 1,
+            _ => 2,
+        };
+        let entry = moves.entry(reference.unwrap_or_default()).or_default();
+        entry[slot] = (col(row, "moves")?, col(row, "total")?);
+    }
+    for (transfer, state) in latest_transfer_states(tx).await? {
+        report.rows_checked += 1;
+        let [reserve, commit, reverse] = moves.remove(&transfer.id).unwrap_or_default();
+        let amount = transfer.amount;
+        let reserved = (1, amount);
+        let expected: [(i64, i64); 3] = match state.as_str() {
+            "RESERVED" => [reserved, (0, 0), (0, 0)],
+            "COMMITTED" | "SETTLED" => [reserved, (1, -amount), (0, 0)],
+            "ABORTED_ERROR" | "EXPIRED_RESERVED" => [reserved, (0, 0), (1, -amount)],
+            _ => [(0, 0), (0, 0), (0, 0)],
+        };
+        if [reserve, commit, reverse] != expected {
+            report.violation(format!(
+                "transfer {} ({state}, amount {amount}): reserve {reserve:?}, commit {commit:?}, reverse {reverse:?}; expected {expected:?}",
+                transfer.id
+            ));
+        }
+    }
+    for (reference, _) in moves {
+        report.violation(format!("position changes for unknown transfer {reference}"));
     }
     Ok(report)
 }

@@ -13,6 +13,7 @@ use rust_decimal::Decimal;
 use sqlx::{Any, AnyPool, Transaction};
 
 use crate::participants::AccountRecord;
+use crate::transfers::{write_transfer_rows, TransferWrite};
 use crate::{col, from_units, now_text, to_units, Result, StorageError, Store};
 
 /// A change to an account owned by the writer, with the balances after it.
@@ -72,11 +73,23 @@ pub struct LedgerWrite {
     pub limits: Vec<NewLimit>,
     pub admin_transfers: Vec<NewAdminTransfer>,
     pub admin_states: Vec<AdminStateChange>,
+    pub transfers: TransferWrite,
 }
 
 impl LedgerWrite {
+    /// Adds another write's rows after this one's (order is kept per account).
+    pub fn append(&mut self, other: LedgerWrite) {
+        self.changes.extend(other.changes);
+        self.increments.extend(other.increments);
+        self.limits.extend(other.limits);
+        self.admin_transfers.extend(other.admin_transfers);
+        self.admin_states.extend(other.admin_states);
+        self.transfers.append(other.transfers);
+    }
+
     pub fn is_empty(&self) -> bool {
-        self.changes.is_empty()
+        self.transfers.is_empty()
+            && self.changes.is_empty()
             && self.increments.is_empty()
             && self.limits.is_empty()
             && self.admin_transfers.is_empty()
@@ -203,7 +216,7 @@ impl Store {
     }
 }
 
-async fn apply_in_transaction(pool: &AnyPool, write: LedgerWrite) -> Result<()> {
+pub(crate) async fn apply_in_transaction(pool: &AnyPool, write: LedgerWrite) -> Result<()> {
     let now = now_text();
     let mut tx = pool.begin().await?;
     for transfer in &write.admin_transfers {
@@ -247,6 +260,7 @@ async fn apply_in_transaction(pool: &AnyPool, write: LedgerWrite) -> Result<()> 
         .execute(&mut *tx)
         .await?;
     }
+    write_transfer_rows(&mut tx, &write.transfers, &now).await?;
     write_owned_changes(&mut tx, &write.changes, &now).await?;
     for increment in &write.increments {
         write_increment(&mut tx, increment, &now).await?;

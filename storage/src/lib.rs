@@ -20,6 +20,8 @@ pub mod amount;
 pub mod check;
 pub mod ledger;
 pub mod participants;
+pub mod transfers;
+pub mod writer;
 
 use std::future::Future;
 use std::time::Duration;
@@ -56,9 +58,9 @@ pub enum Backend {
 /// Handle to the database. Cheap to clone.
 #[derive(Clone)]
 pub struct Store {
-    pool: AnyPool,
+    pub(crate) pool: AnyPool,
     backend: Backend,
-    runtime: tokio::runtime::Handle,
+    pub(crate) runtime: tokio::runtime::Handle,
 }
 
 /// Limits on the pool.

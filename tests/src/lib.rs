@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod dfsp;
+
 /// How long a switch may take to answer its first health check.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a switch may take to exit after SIGTERM.

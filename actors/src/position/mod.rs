@@ -1,22 +1,30 @@
 //! The position actor: one per participant and currency.
 //!
-//! All changes to one participant's balances in one currency (funds in and
-//! out, initial position, limits, and from the transfers issue on
-//! reservations and commits) are messages to this actor, so they are
-//! serialised in one place. Each message is decided by the sans-IO
-//! [`rules`], written durably, and only then adopted and answered: the
-//! handler is an `AtomicResponse`, so no other message runs while a write is
-//! in flight and the in-memory book never runs ahead of the database.
+//! Every change to one participant's balances in one currency (reservations,
+//! commits and reversals of transfers, funds in and out, initial position,
+//! limits) is a message to this actor, so all of them are serialised in one
+//! place. A message is decided at once by the sans-IO [`rules`] against the
+//! in-memory book, which then already includes it; its rows join the actor's
+//! pending batch. The actor keeps at most one batch in flight to the
+//! [`BatchWriter`]; everything decided meanwhile forms the next batch. A
+//! message is answered only when its batch is durable. If a write fails, every
+//! answer still owed fails and the actor stops, so the next message finds a
+//! fresh actor that reloads the truth from the database.
 
 pub mod rules;
 
-use actix::prelude::*;
+use std::collections::HashMap;
 use std::sync::Arc;
+
+use actix::prelude::*;
 use switch_cluster::{Directory, Shards};
+use switch_storage::ledger::AdminTransferRecord;
+use switch_storage::writer::BatchWriter;
 use switch_storage::Store;
+use tokio::sync::oneshot;
 
 use crate::error::{ErrorCode, FspiopError};
-use rules::{Account, NetDebitCap, PositionBook, PositionCommand};
+use rules::{Account, NetDebitCap, Outcome, PositionBook, PositionCommand};
 
 /// The key of a position actor.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -30,19 +38,43 @@ pub struct PositionKey {
 #[rtype(result = "Result<PositionReply, FspiopError>")]
 pub struct PositionRequest(pub PositionCommand);
 
-/// The book after the command, and whether the command was a repeat.
+/// The book after the command, whether it was a repeat, and how it ended.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PositionReply {
     pub book: PositionBook,
     pub duplicate: bool,
+    pub outcome: Outcome,
+}
+
+type Answer = oneshot::Sender<Result<PositionReply, FspiopError>>;
+
+/// A decided command waiting for its batch to be durable.
+struct Pending {
+    write: switch_storage::ledger::LedgerWrite,
+    reply: PositionReply,
+    answer: Answer,
+}
+
+/// Limits of one position actor.
+#[derive(Debug, Clone, Copy)]
+pub struct PositionLimits {
+    pub mailbox_capacity: usize,
+    /// Decided commands waiting for durability; beyond it new ones are shed (2003).
+    pub pending_max: usize,
 }
 
 pub struct PositionActor {
     key: PositionKey,
     store: Store,
+    writer: BatchWriter,
     hub_name: String,
+    limits: PositionLimits,
     /// `None` until loaded, or when the participant has no accounts in the currency.
     book: Option<PositionBook>,
+    pending: Vec<Pending>,
+    in_flight: usize,
+    /// Operator transfers decided but not yet durable, for duplicate detection.
+    unsaved_admin: HashMap<String, AdminTransferRecord>,
 }
 
 pub type PositionDirectory = Directory<PositionKey, PositionActor>;
@@ -51,15 +83,21 @@ pub type PositionDirectory = Directory<PositionKey, PositionActor>;
 pub fn position_directory(
     shards: Arc<Shards>,
     store: Store,
+    writer: BatchWriter,
     hub_name: String,
-    mailbox_capacity: usize,
+    limits: PositionLimits,
 ) -> PositionDirectory {
-    Directory::new(shards, mailbox_capacity, move |key: &PositionKey| {
+    Directory::new(shards, limits.mailbox_capacity, move |key: &PositionKey| {
         PositionActor {
             key: key.clone(),
             store: store.clone(),
+            writer: writer.clone(),
             hub_name: hub_name.clone(),
+            limits,
             book: None,
+            pending: Vec::new(),
+            in_flight: 0,
+            unsaved_admin: HashMap::new(),
         }
     })
 }
@@ -127,69 +165,159 @@ async fn load_book(
 }
 
 impl Handler<PositionRequest> for PositionActor {
-    type Result = AtomicResponse<Self, Result<PositionReply, FspiopError>>;
+    type Result = ResponseFuture<Result<PositionReply, FspiopError>>;
 
-    fn handle(&mut self, request: PositionRequest, _ctx: &mut Self::Context) -> Self::Result {
-        let Some(book) = self.book.clone() else {
-            let key = self.key.clone();
-            return AtomicResponse::new(Box::pin(fut::ready(Err(FspiopError::new(
+    fn handle(&mut self, request: PositionRequest, ctx: &mut Self::Context) -> Self::Result {
+        let (answer, answered) = oneshot::channel();
+        match request.0.admin_transfer_id().map(str::to_string) {
+            Some(id) if !self.unsaved_admin.contains_key(&id) => {
+                // Operator transfers need their stored record first; the
+                // mailbox waits so no other change slips in between.
+                let store = self.store.clone();
+                let lookup = async move { store.admin_transfer(&id).await };
+                ctx.wait(
+                    lookup
+                        .into_actor(self)
+                        .map(move |existing, actor, ctx| match existing {
+                            Ok(existing) => actor.decide(request.0, existing, answer, ctx),
+                            Err(error) => {
+                                let _ = answer.send(Err(error.into()));
+                            }
+                        }),
+                );
+            }
+            Some(id) => {
+                let existing = self.unsaved_admin.get(&id).cloned();
+                self.decide(request.0, existing, answer, ctx);
+            }
+            None => self.decide(request.0, None, answer, ctx),
+        }
+        Box::pin(async move {
+            answered.await.unwrap_or_else(|_| {
+                Err(FspiopError::internal(
+                    "position actor stopped before answering",
+                ))
+            })
+        })
+    }
+}
+
+impl PositionActor {
+    fn decide(
+        &mut self,
+        command: PositionCommand,
+        existing: Option<AdminTransferRecord>,
+        answer: Answer,
+        ctx: &mut Context<Self>,
+    ) {
+        let Some(book) = &self.book else {
+            let _ = answer.send(Err(FspiopError::new(
                 ErrorCode::GenericIdNotFound,
                 format!(
-                    "participant {} has no active POSITION and SETTLEMENT accounts in {} (or the hub has no accounts in it)",
-                    key.participant, key.currency
+                    "participant {} has no POSITION and SETTLEMENT accounts in {} (or the hub has no accounts in it)",
+                    self.key.participant, self.key.currency
                 ),
-            )))));
+            )));
+            // Nothing to keep: a later message reloads (the accounts may exist by then).
+            ctx.stop();
+            return;
         };
-        let store = self.store.clone();
-        let work = async move {
-            let existing = match request.0.admin_transfer_id() {
-                Some(id) => store.admin_transfer(id).await?,
-                None => None,
-            };
-            let decision = rules::decide(&book, request.0, existing.as_ref())?;
-            debug_assert_eq!(decision.duplicate, decision.write.is_empty());
-            store.apply(decision.write).await.map_err(StoreFailed)?;
-            Ok::<_, Failure>((decision.book, decision.duplicate))
+        if self.pending.len() >= self.limits.pending_max {
+            let _ = answer.send(Err(FspiopError::new(
+                ErrorCode::ServiceUnavailable,
+                "position is overloaded, retry later",
+            )));
+            return;
+        }
+        let decision = match rules::decide(book, command, existing.as_ref()) {
+            Ok(decision) => decision,
+            Err(refusal) => {
+                let _ = answer.send(Err(refusal));
+                return;
+            }
         };
-        AtomicResponse::new(Box::pin(work.into_actor(self).map(|result, actor, ctx| match result {
-            Ok((book, duplicate)) => {
-                actor.book = Some(book.clone());
-                Ok(PositionReply { book, duplicate })
+        self.book = Some(decision.book.clone());
+        for transfer in &decision.write.admin_transfers {
+            let state = decision
+                .write
+                .admin_states
+                .iter()
+                .rev()
+                .find(|s| s.transfer_id == transfer.transfer_id)
+                .map(|s| s.state.clone())
+                .unwrap_or_default();
+            self.unsaved_admin.insert(
+                transfer.transfer_id.clone(),
+                AdminTransferRecord {
+                    transfer: transfer.clone(),
+                    state,
+                },
+            );
+        }
+        for state in &decision.write.admin_states {
+            if let Some(record) = self.unsaved_admin.get_mut(&state.transfer_id) {
+                record.state = state.state.clone();
+            } else if let Some(stored) = existing
+                .as_ref()
+                .filter(|e| e.transfer.transfer_id == state.transfer_id)
+            {
+                let mut record = stored.clone();
+                record.state = state.state.clone();
+                self.unsaved_admin.insert(state.transfer_id.clone(), record);
             }
-            Err(Failure::Refused(error)) => Err(error),
-            Err(Failure::Store(error)) => {
-                // The write may or may not have landed: drop the in-memory book
-                // so the next message reloads the truth from the database.
-                tracing::error!(participant = %actor.key.participant, currency = %actor.key.currency, error = %error.0, "position write failed");
-                ctx.stop();
-                Err(FspiopError::internal(error.0))
+        }
+        self.pending.push(Pending {
+            write: decision.write,
+            reply: PositionReply {
+                book: decision.book,
+                duplicate: decision.duplicate,
+                outcome: decision.outcome,
+            },
+            answer,
+        });
+        self.flush_if_idle(ctx);
+    }
+
+    /// Sends the pending batch to the writer unless one is already in flight.
+    fn flush_if_idle(&mut self, ctx: &mut Context<Self>) {
+        if self.in_flight > 0 || self.pending.is_empty() {
+            return;
+        }
+        let batch = std::mem::take(&mut self.pending);
+        let mut merged = switch_storage::ledger::LedgerWrite::default();
+        let mut owed = Vec::with_capacity(batch.len());
+        for pending in batch {
+            merged.append(pending.write);
+            owed.push((pending.reply, pending.answer));
+        }
+        self.in_flight = owed.len();
+        let writer = self.writer.clone();
+        let durable = async move { writer.write(merged).await };
+        ctx.spawn(durable.into_actor(self).map(move |written, actor, ctx| {
+            actor.in_flight = 0;
+            match written {
+                Ok(()) => {
+                    for (reply, answer) in owed {
+                        let _ = answer.send(Ok(reply));
+                    }
+                    if actor.pending.is_empty() {
+                        actor.unsaved_admin.clear();
+                    }
+                    actor.flush_if_idle(ctx);
+                }
+                Err(error) => {
+                    tracing::error!(participant = %actor.key.participant, currency = %actor.key.currency, %error, "position write failed");
+                    let failure = FspiopError::internal("the ledger write failed; repeat the request to learn its outcome");
+                    for (_, answer) in owed {
+                        let _ = answer.send(Err(failure.clone()));
+                    }
+                    for pending in actor.pending.drain(..) {
+                        let _ = pending.answer.send(Err(failure.clone()));
+                    }
+                    actor.book = None;
+                    ctx.stop();
+                }
             }
-        })))
-    }
-}
-
-/// A storage failure while writing, as opposed to a business refusal.
-struct StoreFailed(switch_storage::StorageError);
-
-enum Failure {
-    Refused(FspiopError),
-    Store(StoreFailed),
-}
-
-impl From<FspiopError> for Failure {
-    fn from(error: FspiopError) -> Self {
-        Failure::Refused(error)
-    }
-}
-
-impl From<switch_storage::StorageError> for Failure {
-    fn from(error: switch_storage::StorageError) -> Self {
-        Failure::Refused(error.into())
-    }
-}
-
-impl From<StoreFailed> for Failure {
-    fn from(error: StoreFailed) -> Self {
-        Failure::Store(error)
+        }));
     }
 }

@@ -15,6 +15,10 @@ use switch_storage::ledger::{
     NewAdminTransfer, NewLimit,
 };
 
+use switch_storage::transfers::{
+    MessageHash, NewFulfilment, NewTransfer, NewTransferError, TransferStateChange, TransferWrite,
+};
+
 use crate::error::{ErrorCode, FspiopError};
 
 /// One ledger account as the owning actor sees it.
@@ -75,6 +79,26 @@ pub enum PositionCommand {
         commit: bool,
         reason: String,
     },
+    /// A prepare on the payer's position: liquidity cover, then net debit cap.
+    Reserve {
+        transfer: NewTransfer,
+        now_ms: i64,
+    },
+    /// A fulfil on the payee's position.
+    Commit {
+        transfer_id: String,
+        amount: Decimal,
+        fulfilment: NewFulfilment,
+        hash: Option<MessageHash>,
+    },
+    /// Gives a reservation back to the payer (payee error, invalid fulfil, expiry).
+    Reverse {
+        transfer_id: String,
+        amount: Decimal,
+        states: Vec<TransferStateChange>,
+        error: Option<NewTransferError>,
+        hash: Option<MessageHash>,
+    },
 }
 
 impl PositionCommand {
@@ -98,6 +122,17 @@ pub struct Decision {
     pub write: LedgerWrite,
     /// True when the command repeated one already applied: nothing to write.
     pub duplicate: bool,
+    pub outcome: Outcome,
+}
+
+/// How a transfer command ended (operator commands are always `Applied`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Outcome {
+    Applied,
+    /// The prepare was refused (4001 or 4200) and recorded ABORTED_REJECTED.
+    Rejected(FspiopError),
+    /// The prepare expired before it could be reserved (EXPIRED_PREPARED).
+    Expired,
 }
 
 pub const FUNDS_IN: &str = "recordFundsIn";
@@ -112,6 +147,16 @@ fn unchanged(book: &PositionBook) -> Decision {
         book: book.clone(),
         write: LedgerWrite::default(),
         duplicate: true,
+        outcome: Outcome::Applied,
+    }
+}
+
+fn applied(book: PositionBook, write: LedgerWrite) -> Decision {
+    Decision {
+        book,
+        write,
+        duplicate: false,
+        outcome: Outcome::Applied,
     }
 }
 
@@ -139,7 +184,178 @@ pub fn decide(
             commit,
             reason,
         } => funds_out_finish(book, &transfer_id, commit, &reason, existing),
+        PositionCommand::Reserve { transfer, now_ms } => Ok(reserve(book, transfer, now_ms)),
+        PositionCommand::Commit {
+            transfer_id,
+            amount,
+            fulfilment,
+            hash,
+        } => Ok(commit(book, &transfer_id, amount, fulfilment, hash)),
+        PositionCommand::Reverse {
+            transfer_id,
+            amount,
+            states,
+            error,
+            hash,
+        } => Ok(reverse(book, &transfer_id, amount, states, error, hash)),
     }
+}
+
+fn transfer_state(transfer_id: &str, state: &str, reason: Option<String>) -> TransferStateChange {
+    TransferStateChange {
+        transfer_id: transfer_id.into(),
+        state: state.into(),
+        reason,
+    }
+}
+
+/// What the participant could still send: cover not promised to
+/// withdrawals, less the position it already owes (reserved included).
+pub fn liquidity_available(book: &PositionBook) -> Decimal {
+    let cover = -(book.settlement.value + book.settlement.reserved);
+    cover - (book.position.value + book.position.reserved)
+}
+
+/// The prepare check of the reference hub (section 5.2): liquidity cover
+/// first (4001), then the net debit cap (4200).
+fn reserve(book: &PositionBook, transfer: NewTransfer, now_ms: i64) -> Decision {
+    let id = transfer.transfer_id.clone();
+    let mut write = LedgerWrite::default();
+    let mut states = vec![transfer_state(&id, "RECEIVED_PREPARE", None)];
+    let refusal = if now_ms >= transfer.expiration_ms {
+        Some(Outcome::Expired)
+    } else {
+        let effective = book.position.value + book.position.reserved;
+        if transfer.amount > liquidity_available(book) {
+            Some(Outcome::Rejected(FspiopError::new(
+                ErrorCode::PayerInsufficientLiquidity,
+                "liquidity cover is not enough for this transfer",
+            )))
+        } else {
+            match &book.net_debit_cap {
+                Some(cap) if transfer.amount <= cap.value - effective => None,
+                Some(_) => Some(Outcome::Rejected(FspiopError::new(
+                    ErrorCode::PayerLimitError,
+                    "the transfer would exceed the net debit cap",
+                ))),
+                None => Some(Outcome::Rejected(FspiopError::new(
+                    ErrorCode::PayerLimitError,
+                    "the payer has no net debit cap in this currency",
+                ))),
+            }
+        }
+    };
+    let mut next = book.clone();
+    let outcome = match refusal {
+        None => {
+            states.push(transfer_state(&id, "RESERVED", None));
+            write.changes.push(move_account(
+                &mut next.position,
+                transfer.amount,
+                Decimal::ZERO,
+                "TRANSFER_RESERVE",
+                Some(&id),
+            ));
+            Outcome::Applied
+        }
+        Some(Outcome::Expired) => {
+            let error = FspiopError::new(
+                ErrorCode::TransferExpired,
+                "expired before it could be reserved",
+            );
+            states.push(transfer_state(
+                &id,
+                "EXPIRED_PREPARED",
+                Some(error.description()),
+            ));
+            write.transfers.errors.push(transfer_error(&id, &error));
+            Outcome::Expired
+        }
+        Some(Outcome::Rejected(error)) => {
+            states.push(transfer_state(
+                &id,
+                "ABORTED_REJECTED",
+                Some(error.description()),
+            ));
+            write.transfers.errors.push(transfer_error(&id, &error));
+            Outcome::Rejected(error)
+        }
+        Some(Outcome::Applied) => unreachable!("refusals are never applied"),
+    };
+    write.transfers.transfers.push(transfer);
+    write.transfers.states.extend(states);
+    Decision {
+        book: next,
+        write,
+        duplicate: false,
+        outcome,
+    }
+}
+
+pub fn transfer_error(transfer_id: &str, error: &FspiopError) -> NewTransferError {
+    NewTransferError {
+        transfer_id: transfer_id.into(),
+        error_code: error.code.code().into(),
+        error_description: error.description(),
+    }
+}
+
+fn commit(
+    book: &PositionBook,
+    transfer_id: &str,
+    amount: Decimal,
+    fulfilment: NewFulfilment,
+    hash: Option<MessageHash>,
+) -> Decision {
+    let mut next = book.clone();
+    let write = LedgerWrite {
+        changes: vec![move_account(
+            &mut next.position,
+            -amount,
+            Decimal::ZERO,
+            "TRANSFER_COMMIT",
+            Some(transfer_id),
+        )],
+        transfers: TransferWrite {
+            states: vec![
+                transfer_state(transfer_id, "RECEIVED_FULFIL", None),
+                transfer_state(transfer_id, "COMMITTED", None),
+            ],
+            fulfilments: vec![fulfilment],
+            hashes: hash.into_iter().collect(),
+            ..TransferWrite::default()
+        },
+        ..LedgerWrite::default()
+    };
+    applied(next, write)
+}
+
+fn reverse(
+    book: &PositionBook,
+    transfer_id: &str,
+    amount: Decimal,
+    states: Vec<TransferStateChange>,
+    error: Option<NewTransferError>,
+    hash: Option<MessageHash>,
+) -> Decision {
+    let mut next = book.clone();
+    let write = LedgerWrite {
+        changes: vec![move_account(
+            &mut next.position,
+            -amount,
+            Decimal::ZERO,
+            "TRANSFER_REVERSE",
+            Some(transfer_id),
+        )],
+        transfers: TransferWrite {
+            states,
+            errors: error.into_iter().collect(),
+            hashes: hash.into_iter().collect(),
+            ..TransferWrite::default()
+        },
+        ..LedgerWrite::default()
+    };
+    applied(next, write)
 }
 
 fn check_limit(value: Decimal, alarm_percentage: Decimal) -> Result<(), FspiopError> {
@@ -200,11 +416,7 @@ fn initial_position_and_limits(
             reference: Some(book.participant.clone()),
         });
     }
-    Ok(Decision {
-        book: next,
-        write,
-        duplicate: false,
-    })
+    Ok(applied(next, write))
 }
 
 fn set_net_debit_cap(
@@ -218,14 +430,13 @@ fn set_net_debit_cap(
         value,
         alarm_percentage,
     });
-    Ok(Decision {
-        book: next,
-        write: LedgerWrite {
+    Ok(applied(
+        next,
+        LedgerWrite {
             limits: vec![new_limit(book, value, alarm_percentage)],
             ..LedgerWrite::default()
         },
-        duplicate: false,
-    })
+    ))
 }
 
 /// Moves an owned account and returns the history row for it.
@@ -253,12 +464,18 @@ fn move_account(
 /// Duplicate detection for a new operator transfer: `Ok(true)` for an exact
 /// repeat, 3106 for the same id with a different body.
 fn is_repeat(
+    book: &PositionBook,
     funds: &FundsMove,
     existing: Option<&AdminTransferRecord>,
 ) -> Result<bool, FspiopError> {
     match existing {
         None => Ok(false),
-        Some(record) if record.transfer.request_hash == funds.request_hash => Ok(true),
+        Some(record)
+            if record.transfer.request_hash == funds.request_hash
+                && record.transfer.account_id == book.settlement.id =>
+        {
+            Ok(true)
+        }
         Some(_) => Err(FspiopError::new(
             ErrorCode::ModifiedRequest,
             format!(
@@ -303,7 +520,7 @@ fn funds_in(
     existing: Option<&AdminTransferRecord>,
 ) -> Result<Decision, FspiopError> {
     check_amount(funds.amount)?;
-    if is_repeat(&funds, existing)? {
+    if is_repeat(book, &funds, existing)? {
         return Ok(unchanged(book));
     }
     let mut next = book.clone();
@@ -325,11 +542,7 @@ fn funds_in(
         admin_states: vec![state(&funds.transfer_id, "COMMITTED", &funds.reason)],
         ..LedgerWrite::default()
     };
-    Ok(Decision {
-        book: next,
-        write,
-        duplicate: false,
-    })
+    Ok(applied(next, write))
 }
 
 /// Funds that may leave the scheme: the liquidity cover not already promised
@@ -347,7 +560,7 @@ fn funds_out_reserve(
     existing: Option<&AdminTransferRecord>,
 ) -> Result<Decision, FspiopError> {
     check_amount(funds.amount)?;
-    if is_repeat(&funds, existing)? {
+    if is_repeat(book, &funds, existing)? {
         return Ok(unchanged(book));
     }
     let available = withdrawable(book);
@@ -374,11 +587,7 @@ fn funds_out_reserve(
         admin_states: vec![state(&funds.transfer_id, "RESERVED", &funds.reason)],
         ..LedgerWrite::default()
     };
-    Ok(Decision {
-        book: next,
-        write,
-        duplicate: false,
-    })
+    Ok(applied(next, write))
 }
 
 fn funds_out_finish(
@@ -440,11 +649,7 @@ fn funds_out_finish(
             Some(transfer_id),
         ));
     }
-    Ok(Decision {
-        book: next,
-        write,
-        duplicate: false,
-    })
+    Ok(applied(next, write))
 }
 
 #[cfg(test)]

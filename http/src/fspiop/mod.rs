@@ -1,12 +1,25 @@
-//! The FSPIOP API (port 3000). The foundation serves health and metrics and
-//! answers every other path with the FSPIOP "unknown URI" error; the
-//! resources arrive with their issues.
+//! The FSPIOP API (port 3000): header and schema validation, then one module
+//! per resource. Unknown paths get 3002, wrong methods 3000 (405).
 
-use actix_web::web;
+pub mod headers;
+pub mod schema;
+pub mod transfers;
+
+use actix_web::{web, HttpResponse};
 
 use crate::operator;
+use crate::state::AppState;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/health", web::get().to(operator::health))
-        .route("/metrics", web::get().to(operator::metrics));
+    cfg.service(web::resource("/health").route(web::get().to(operator::health)));
+    cfg.service(web::resource("/metrics").route(web::get().to(operator::metrics)));
+    cfg.service(web::resource("/endpointcache").route(web::delete().to(flush_endpoint_cache)));
+    transfers::routes(cfg);
+}
+
+/// `DELETE /endpointcache`: forget every cached callback URL, as the reference hub.
+async fn flush_endpoint_cache(state: web::Data<AppState>) -> HttpResponse {
+    state.endpoints.clear();
+    state.participants.clear();
+    HttpResponse::Accepted().finish()
 }

@@ -15,7 +15,7 @@ use switch_storage::participants::{AccountRecord, ParticipantRecord};
 
 use super::not_found;
 use crate::errors::{ApiError, ApiResult};
-use crate::json::{check_amount, number, request_hash, Body};
+use crate::json::{check_amount, number, request_hash, valid_correlation_id, Body};
 use crate::state::AppState;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -41,6 +41,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route(web::put().to(adjust_limit)),
     );
     cfg.service(web::resource("/participants/{name}/positions").route(web::get().to(positions)));
+    cfg.service(web::resource("/participants/{name}/callbacks").route(web::get().to(callbacks)));
     cfg.service(
         web::resource("/participants/{name}/accounts")
             .route(web::get().to(accounts))
@@ -173,6 +174,7 @@ async fn create(state: web::Data<AppState>, bytes: web::Bytes) -> ApiResult<Http
             ));
         }
         state.store.create_participant(&name, is_proxy).await?;
+        state.participant_changed(&name);
         let created = participant(&state, &name).await?;
         return Ok(HttpResponse::Created().json(participant_json(&state, &created)));
     };
@@ -208,6 +210,7 @@ async fn create(state: web::Data<AppState>, bytes: web::Bytes) -> ApiResult<Http
         .store
         .create_accounts(participant_id, &currency, &types)
         .await?;
+    state.participant_changed(&name);
     let created = participant(&state, &name).await?;
     Ok(HttpResponse::Created().json(participant_json(&state, &created)))
 }
@@ -257,8 +260,17 @@ async fn set_active(
     let is_active = body.bool("isActive")?;
     let p = participant(&state, &name).await?;
     state.store.set_participant_active(p.id, is_active).await?;
+    state.participant_changed(&p.name);
     let updated = participant(&state, &name).await?;
     Ok(HttpResponse::Ok().json(participant_json(&state, &updated)))
+}
+
+/// `GET /participants/{name}/callbacks`: how callbacks to this participant
+/// fared since the node started (not in the reference hub, which has no
+/// delivery reporting).
+async fn callbacks(state: web::Data<AppState>, name: web::Path<String>) -> ApiResult<HttpResponse> {
+    let p = participant(&state, &name).await?;
+    Ok(HttpResponse::Ok().json(state.notifier.ledger().of(&p.name)))
 }
 
 async fn endpoints(state: web::Data<AppState>, name: web::Path<String>) -> ApiResult<HttpResponse> {
@@ -298,6 +310,7 @@ async fn add_endpoint(
         .store
         .add_endpoint(p.id, &endpoint_type, &value)
         .await?;
+    state.participant_changed(&p.name);
     Ok(HttpResponse::Created().finish())
 }
 
@@ -535,6 +548,7 @@ async fn create_hub_account(
         .store
         .create_accounts(p.id, &currency, &[&account_type])
         .await?;
+    state.participant_changed(&p.name);
     let updated = participant(&state, &name).await?;
     Ok(HttpResponse::Created().json(participant_json(&state, &updated)))
 }
@@ -579,21 +593,8 @@ async fn set_account_active(
         .store
         .set_account_active(account.id, is_active)
         .await?;
+    state.participant_changed(&p.name);
     Ok(HttpResponse::Ok().finish())
-}
-
-/// A transfer id: a UUID (any version) or a ULID, as real clients send both.
-fn valid_transfer_id(id: &str) -> bool {
-    let uuid = id.len() == 36
-        && id.char_indices().all(|(i, c)| match i {
-            8 | 13 | 18 | 23 => c == '-',
-            _ => c.is_ascii_hexdigit(),
-        });
-    let ulid = id.len() == 26
-        && id.chars().all(|c| {
-            c.is_ascii_digit() || ("ABCDEFGHJKMNPQRSTVWXYZ".contains(c.to_ascii_uppercase()))
-        });
-    uuid || ulid
 }
 
 /// `POST /participants/{name}/accounts/{id}`: funds in, or funds-out reserve.
@@ -611,7 +612,7 @@ async fn record_funds(
     let money = body.object("amount")?;
     let amount = check_amount("amount.amount", money.decimal("amount")?)?;
     let currency = money.str("currency")?;
-    if !valid_transfer_id(&transfer_id) {
+    if !valid_correlation_id(&transfer_id) {
         return Err(ApiError::new(
             ErrorCode::GenericValidationError,
             "\"transferId\" must be a UUID or a ULID",

@@ -210,13 +210,10 @@ pub async fn create_settlement_model(
             ));
         }
     }
-    let types = state.store.ledger_account_types().await?;
-    if !types.iter().any(|t| t.name == settlement_account_type) {
+    if !["SETTLEMENT", "INTERCHANGE_FEE_SETTLEMENT"].contains(&settlement_account_type.as_str()) {
         return Err(ApiError::new(
             ErrorCode::GenericValidationError,
-            format!(
-                "\"settlementAccountType\" {settlement_account_type} is not a ledger account type"
-            ),
+            format!("\"settlementAccountType\" {settlement_account_type} must be SETTLEMENT or INTERCHANGE_FEE_SETTLEMENT"),
         ));
     }
     let models = state.store.settlement_models().await?;

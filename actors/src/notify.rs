@@ -1,0 +1,69 @@
+//! Callbacks the business rules ask for, as domain values. The HTTP crate
+//! renders them on the FSPIOP wire and delivers them; the rules never wait
+//! for a delivery.
+
+use std::fmt::Debug;
+
+use crate::error::FspiopError;
+
+/// A message received from a DFSP that the switch passes on unchanged: the
+/// body byte for byte and the headers the far side needs (signature, URI,
+/// method, tracing, source, destination, content type, date).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ForwardedMessage {
+    pub headers: Vec<(String, String)>,
+    pub body: bytes::Bytes,
+}
+
+/// Which registered endpoint a transfer callback goes to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransferEndpoint {
+    /// FSPIOP_CALLBACK_URL_TRANSFER_POST
+    Post,
+    /// FSPIOP_CALLBACK_URL_TRANSFER_PUT (also used for PATCH)
+    Put,
+    /// FSPIOP_CALLBACK_URL_TRANSFER_ERROR
+    Error,
+}
+
+/// The state of a transfer as the hub reports it (`PUT`/`PATCH /transfers/{ID}`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TransferStateBody {
+    /// RECEIVED, RESERVED, COMMITTED or ABORTED.
+    pub transfer_state: String,
+    pub fulfilment: Option<String>,
+    pub completed_timestamp: Option<String>,
+}
+
+/// One callback to one participant.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Notification {
+    /// Pass a DFSP's message on to `to`.
+    Forward {
+        to: String,
+        transfer_id: String,
+        endpoint: TransferEndpoint,
+        method: &'static str,
+        message: ForwardedMessage,
+    },
+    /// The hub's own `PUT` (or `PATCH`) with the transfer's state.
+    State {
+        to: String,
+        transfer_id: String,
+        patch: bool,
+        body: TransferStateBody,
+        content_version: String,
+    },
+    /// The hub's own `PUT /transfers/{ID}/error`.
+    Error {
+        to: String,
+        transfer_id: String,
+        error: FspiopError,
+        content_version: String,
+    },
+}
+
+/// Delivers notifications. Must not block: it queues and returns.
+pub trait Notifier: Send + Sync + Debug {
+    fn notify(&self, notification: Notification);
+}

@@ -1,0 +1,647 @@
+//! The transfer actor: one per transfer, from its prepare until it is final.
+//!
+//! The actor loads what the switch knows about its id (nothing, for a new
+//! prepare), then handles one message at a time: each handler asks the
+//! sans-IO [`rules`] what to do, runs the position command or record it
+//! implies, and only then answers the HTTP edge and queues the callbacks.
+//! The mailbox waits (`ctx.wait`) while a position command is in flight, so
+//! a fulfil can never overtake the reservation it fulfils. The actor stops
+//! once the transfer is final; a later message for the same id starts a new
+//! actor that reloads the record.
+
+pub mod rules;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use rust_decimal::Decimal;
+use switch_cluster::{ask, timers::Timers, AskError, Directory, Shards};
+use switch_storage::ledger::LedgerWrite;
+use switch_storage::transfers::{
+    MessageHash, NewFulfilment, NewTransfer, TransferStateChange, TransferWrite,
+};
+use switch_storage::writer::BatchWriter;
+use switch_storage::Store;
+use tokio::sync::oneshot;
+
+use crate::error::{ErrorCode, FspiopError};
+use crate::notify::{Notification, Notifier, TransferEndpoint};
+use crate::participants::ParticipantCache;
+use crate::position::rules::{transfer_error, Outcome, PositionCommand};
+use crate::position::{PositionDirectory, PositionKey, PositionRequest};
+use rules::{
+    state, ErrorAction, ErrorMessage, FulfilAction, FulfilMessage, Transfer, TransferSettings,
+};
+
+/// What every transfer actor shares.
+pub struct TransferServices {
+    pub store: Store,
+    pub writer: BatchWriter,
+    pub positions: Arc<PositionDirectory>,
+    pub participants: ParticipantCache,
+    pub notifier: Arc<dyn Notifier>,
+    pub timers: Arc<dyn Timers>,
+    pub settings: TransferSettings,
+    /// How long a transfer waits for a position's durable answer.
+    pub position_timeout: Duration,
+    /// Milliseconds since the epoch; injected so tests control time.
+    pub clock: fn() -> i64,
+}
+
+pub type TransferDirectory = Directory<String, TransferActor>;
+
+pub fn transfer_directory(
+    shards: Arc<Shards>,
+    services: Arc<TransferServices>,
+    mailbox_capacity: usize,
+) -> TransferDirectory {
+    Directory::new(shards, mailbox_capacity, move |id: &String| TransferActor {
+        id: id.clone(),
+        services: services.clone(),
+        transfer: None,
+    })
+}
+
+/// The wall clock in ms since the epoch.
+pub fn system_clock_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+type Answer = oneshot::Sender<Result<(), FspiopError>>;
+type Reply = ResponseFuture<Result<(), FspiopError>>;
+
+/// POST /transfers.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), FspiopError>")]
+pub struct Prepare {
+    pub transfer: NewTransfer,
+    pub source: String,
+    pub forward: crate::notify::ForwardedMessage,
+}
+
+/// PUT /transfers/{ID}.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), FspiopError>")]
+pub struct Fulfil(pub FulfilMessage);
+
+/// PUT /transfers/{ID}/error.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), FspiopError>")]
+pub struct PayeeError(pub ErrorMessage);
+
+/// GET /transfers/{ID}.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), FspiopError>")]
+pub struct Get {
+    pub source: String,
+    pub content_version: String,
+}
+
+/// The expiry timer fired.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(), FspiopError>")]
+pub struct Expire;
+
+pub struct TransferActor {
+    id: String,
+    services: Arc<TransferServices>,
+    transfer: Option<Transfer>,
+}
+
+impl Actor for TransferActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let store = self.services.store.clone();
+        let id = self.id.clone();
+        ctx.wait(
+            async move { store.transfer(&id).await }
+                .into_actor(self)
+                .map(|loaded, actor, ctx| match loaded {
+                    Ok(record) => actor.transfer = record.map(Transfer::from_record),
+                    Err(error) => {
+                        tracing::error!(transfer_id = %actor.id, %error, "transfer load failed");
+                        ctx.stop();
+                    }
+                }),
+        );
+    }
+}
+
+fn answered(answer: oneshot::Receiver<Result<(), FspiopError>>) -> Reply {
+    Box::pin(async move {
+        answer.await.unwrap_or_else(|_| {
+            Err(FspiopError::internal(
+                "transfer actor stopped before answering",
+            ))
+        })
+    })
+}
+
+impl TransferActor {
+    fn notify_all(&self, notifications: Vec<Notification>) {
+        for notification in notifications {
+            self.services.notifier.notify(notification);
+        }
+    }
+
+    /// Stops the actor once its transfer is final (or unknown): nothing more
+    /// will change, and a later message reloads the record.
+    fn stop_if_done(&self, ctx: &mut Context<Self>) {
+        if self.transfer.as_ref().is_none_or(Transfer::is_final) {
+            ctx.stop();
+        }
+    }
+
+    fn now(&self) -> i64 {
+        (self.services.clock)()
+    }
+
+    /// Runs a position command and waits for its durable answer.
+    fn position(
+        &self,
+        participant: &str,
+        currency: &str,
+        command: PositionCommand,
+    ) -> impl std::future::Future<Output = Result<Outcome, FspiopError>> + 'static {
+        position_command(
+            self.services.clone(),
+            participant.to_string(),
+            currency.to_string(),
+            command,
+        )
+    }
+
+    fn schedule_expiry(&self) {
+        if let Some(t) = &self.transfer {
+            self.services
+                .timers
+                .schedule(t.id(), t.record.expiration_ms);
+        }
+    }
+
+    fn cancel_expiry(&self) {
+        if let Some(t) = &self.transfer {
+            self.services.timers.cancel(t.id(), t.record.expiration_ms);
+        }
+    }
+}
+
+/// Sends a command to a position actor and waits for its durable answer.
+async fn position_command(
+    services: Arc<TransferServices>,
+    participant: String,
+    currency: String,
+    command: PositionCommand,
+) -> Result<Outcome, FspiopError> {
+    let addr = services.positions.get(&PositionKey {
+        participant,
+        currency,
+    });
+    match ask(&addr, PositionRequest(command), services.position_timeout).await {
+        Ok(Ok(reply)) => Ok(reply.outcome),
+        Ok(Err(error)) => Err(error),
+        Err(AskError::Timeout(_)) => Err(FspiopError::new(
+            ErrorCode::ServiceUnavailable,
+            "the position did not answer in time",
+        )),
+        Err(AskError::Gone) => Err(FspiopError::internal("position actor stopped")),
+    }
+}
+
+/// How a new prepare ended, once durable.
+enum PrepareEnd {
+    Invalid(FspiopError),
+    Position(Outcome),
+}
+
+impl Handler<Prepare> for TransferActor {
+    type Result = Reply;
+
+    fn handle(&mut self, prepare: Prepare, ctx: &mut Self::Context) -> Reply {
+        let (answer, answer_rx) = oneshot::channel();
+        if let Some(existing) = &self.transfer {
+            self.notify_all(rules::on_duplicate_prepare(
+                existing,
+                &prepare.transfer.prepare_hash,
+            ));
+            let _ = answer.send(Ok(()));
+            self.stop_if_done(ctx);
+            return answered(answer_rx);
+        }
+        let services = self.services.clone();
+        let transfer = prepare.transfer.clone();
+        let work = async move {
+            let payer = services.participants.get(&transfer.payer_fsp).await?;
+            let payee = services.participants.get(&transfer.payee_fsp).await?;
+            let now = (services.clock)();
+            let checked = rules::validate_prepare(
+                &transfer,
+                &prepare.source,
+                payer.as_deref(),
+                payee.as_deref(),
+                now,
+                services.settings,
+            );
+            if let Err(invalid) = checked {
+                services
+                    .writer
+                    .write(invalid_record(transfer, &invalid))
+                    .await?;
+                return Ok::<_, FspiopError>(PrepareEnd::Invalid(invalid));
+            }
+            // Only a valid prepare reaches (and so starts) the payer's position actor.
+            let reserve = PositionCommand::Reserve {
+                transfer: transfer.clone(),
+                now_ms: (services.clock)(),
+            };
+            let outcome = position_command(
+                services.clone(),
+                transfer.payer_fsp.clone(),
+                transfer.currency.clone(),
+                reserve,
+            )
+            .await?;
+            Ok(PrepareEnd::Position(outcome))
+        };
+        let forward = prepare.forward;
+        ctx.wait(work.into_actor(self).map(move |ended, actor, ctx| {
+            let (record, payer, payee) = {
+                let t = &prepare.transfer;
+                (t.clone(), t.payer_fsp.clone(), t.payee_fsp.clone())
+            };
+            let final_state = match &ended {
+                Ok(PrepareEnd::Invalid(_)) => state::INVALID,
+                Ok(PrepareEnd::Position(Outcome::Applied)) => state::RESERVED,
+                Ok(PrepareEnd::Position(Outcome::Rejected(_))) => state::ABORTED_REJECTED,
+                Ok(PrepareEnd::Position(Outcome::Expired)) => state::EXPIRED_PREPARED,
+                Err(error) => {
+                    // Nothing (or an unknown outcome) was recorded: the payer
+                    // hears it on the HTTP answer and may repeat the prepare.
+                    let _ = answer.send(Err(error.clone()));
+                    ctx.stop();
+                    return;
+                }
+            };
+            let transfer = Transfer {
+                record,
+                state: final_state.to_string(),
+                fulfilment: None,
+                completed_timestamp: None,
+                fulfil_hash: None,
+                error_hash: None,
+            };
+            let notifications = match ended {
+                Ok(PrepareEnd::Position(Outcome::Applied)) => vec![Notification::Forward {
+                    to: payee,
+                    transfer_id: transfer.id().to_string(),
+                    endpoint: TransferEndpoint::Post,
+                    method: "POST",
+                    message: forward,
+                }],
+                Ok(PrepareEnd::Invalid(error))
+                | Ok(PrepareEnd::Position(Outcome::Rejected(error))) => {
+                    vec![transfer.error_to(&payer, error)]
+                }
+                Ok(PrepareEnd::Position(Outcome::Expired)) => vec![transfer.error_to(
+                    &payer,
+                    FspiopError::new(
+                        ErrorCode::TransferExpired,
+                        "expired before it could be reserved",
+                    ),
+                )],
+                Err(_) => unreachable!("handled above"),
+            };
+            actor.transfer = Some(transfer);
+            if final_state == state::RESERVED {
+                actor.schedule_expiry();
+            }
+            let _ = answer.send(Ok(()));
+            actor.notify_all(notifications);
+            actor.stop_if_done(ctx);
+        }));
+        answered(answer_rx)
+    }
+}
+
+/// The rows recording a prepare that failed validation (state INVALID).
+fn invalid_record(mut transfer: NewTransfer, error: &FspiopError) -> LedgerWrite {
+    if switch_storage::to_units(transfer.amount).is_err() {
+        // Kept for audit even when the amount cannot be stored exactly.
+        transfer.amount = Decimal::ZERO;
+    }
+    let id = transfer.transfer_id.clone();
+    LedgerWrite {
+        transfers: TransferWrite {
+            transfers: vec![transfer],
+            states: vec![TransferStateChange {
+                transfer_id: id.clone(),
+                state: state::INVALID.into(),
+                reason: Some(error.description()),
+            }],
+            errors: vec![transfer_error(&id, error)],
+            ..TransferWrite::default()
+        },
+        ..LedgerWrite::default()
+    }
+}
+
+fn states(id: &str, names: &[&str], reason: Option<String>) -> Vec<TransferStateChange> {
+    names
+        .iter()
+        .map(|name| TransferStateChange {
+            transfer_id: id.into(),
+            state: (*name).into(),
+            reason: reason.clone(),
+        })
+        .collect()
+}
+
+impl Handler<Fulfil> for TransferActor {
+    type Result = Reply;
+
+    fn handle(&mut self, Fulfil(message): Fulfil, ctx: &mut Self::Context) -> Reply {
+        let (answer, answer_rx) = oneshot::channel();
+        let Some(transfer) = self.transfer.clone() else {
+            self.notify_all(vec![rules::error_to(
+                &message.source,
+                &self.id,
+                FspiopError::internal("transfer not found"),
+                &message.content_version,
+            )]);
+            let _ = answer.send(Ok(()));
+            ctx.stop();
+            return answered(answer_rx);
+        };
+        let hash = MessageHash {
+            transfer_id: self.id.clone(),
+            kind: "FULFIL".into(),
+            hash: message.hash.clone(),
+        };
+        match rules::on_fulfil(&transfer, &message, self.now()) {
+            FulfilAction::Reply(notifications) => {
+                self.notify_all(notifications);
+                let _ = answer.send(Ok(()));
+                self.stop_if_done(ctx);
+            }
+            FulfilAction::Commit { patch } => {
+                let commit = self.position(
+                    &transfer.record.payee_fsp,
+                    &transfer.record.currency,
+                    PositionCommand::Commit {
+                        transfer_id: self.id.clone(),
+                        amount: transfer.record.amount,
+                        fulfilment: NewFulfilment {
+                            transfer_id: self.id.clone(),
+                            fulfilment: message.fulfilment.clone().unwrap_or_default(),
+                            completed_timestamp: message
+                                .completed_timestamp
+                                .clone()
+                                .unwrap_or_default(),
+                        },
+                        hash: Some(hash),
+                    },
+                );
+                ctx.wait(commit.into_actor(self).map(move |committed, actor, ctx| {
+                    if let Err(error) = committed {
+                        let _ = answer.send(Err(error));
+                        ctx.stop();
+                        return;
+                    }
+                    actor.cancel_expiry();
+                    let mut done = transfer;
+                    done.state = state::COMMITTED.into();
+                    done.fulfilment = message.fulfilment.clone();
+                    done.completed_timestamp = message.completed_timestamp.clone();
+                    done.fulfil_hash = Some(message.hash.clone());
+                    let notifications =
+                        rules::after_commit(&done, &message, patch, actor.services.settings);
+                    actor.transfer = Some(done);
+                    let _ = answer.send(Ok(()));
+                    actor.notify_all(notifications);
+                    ctx.stop();
+                }));
+            }
+            FulfilAction::Abort { error, patch } => {
+                let reverse = self.reverse(
+                    &transfer,
+                    &[state::RECEIVED_FULFIL, state::ABORTED_ERROR],
+                    error.clone(),
+                    Some(hash),
+                );
+                ctx.wait(reverse.into_actor(self).map(move |reversed, actor, ctx| {
+                    if let Err(failure) = reversed {
+                        let _ = answer.send(Err(failure));
+                        ctx.stop();
+                        return;
+                    }
+                    let mut done = transfer;
+                    done.state = state::ABORTED_ERROR.into();
+                    done.fulfil_hash = Some(message.hash.clone());
+                    actor.finish(
+                        done,
+                        rules::after_invalid_fulfil,
+                        &error,
+                        patch,
+                        answer,
+                        ctx,
+                    );
+                }));
+            }
+            FulfilAction::Expire { patch } => {
+                self.expire(transfer, patch, answer, ctx);
+            }
+        }
+        answered(answer_rx)
+    }
+}
+
+impl TransferActor {
+    /// Gives the reservation back to the payer, recording `names` with `error`.
+    fn reverse(
+        &self,
+        transfer: &Transfer,
+        names: &[&str],
+        error: FspiopError,
+        hash: Option<MessageHash>,
+    ) -> impl std::future::Future<Output = Result<Outcome, FspiopError>> + 'static {
+        let id = transfer.id().to_string();
+        self.position(
+            &transfer.record.payer_fsp,
+            &transfer.record.currency,
+            PositionCommand::Reverse {
+                transfer_id: id.clone(),
+                amount: transfer.record.amount,
+                states: states(&id, names, Some(error.description())),
+                error: Some(transfer_error(&id, &error)),
+                hash,
+            },
+        )
+    }
+
+    /// Adopts a final transfer, answers, notifies, and stops.
+    fn finish(
+        &mut self,
+        done: Transfer,
+        notifications: fn(&Transfer, &FspiopError, bool) -> Vec<Notification>,
+        error: &FspiopError,
+        patch: bool,
+        answer: Answer,
+        ctx: &mut Context<Self>,
+    ) {
+        self.cancel_expiry();
+        let out = notifications(&done, error, patch);
+        self.transfer = Some(done);
+        let _ = answer.send(Ok(()));
+        self.notify_all(out);
+        ctx.stop();
+    }
+
+    /// The timeout of a reserved transfer: reverse, EXPIRED_RESERVED, 3303 to both.
+    fn expire(&mut self, transfer: Transfer, patch: bool, answer: Answer, ctx: &mut Context<Self>) {
+        let error = FspiopError::new(
+            ErrorCode::TransferExpired,
+            "the transfer expired before it was fulfilled",
+        );
+        let reverse = self.reverse(
+            &transfer,
+            &[state::RESERVED_TIMEOUT, state::EXPIRED_RESERVED],
+            error.clone(),
+            None,
+        );
+        ctx.wait(reverse.into_actor(self).map(move |reversed, actor, ctx| {
+            if let Err(failure) = reversed {
+                let _ = answer.send(Err(failure));
+                ctx.stop();
+                return;
+            }
+            let mut done = transfer;
+            done.state = state::EXPIRED_RESERVED.into();
+            actor.finish(
+                done,
+                |t, _, patch| rules::after_expiry(t, patch),
+                &error,
+                patch,
+                answer,
+                ctx,
+            );
+        }));
+    }
+}
+
+impl Handler<PayeeError> for TransferActor {
+    type Result = Reply;
+
+    fn handle(&mut self, PayeeError(message): PayeeError, ctx: &mut Self::Context) -> Reply {
+        let (answer, answer_rx) = oneshot::channel();
+        let Some(transfer) = self.transfer.clone() else {
+            self.notify_all(vec![rules::error_to(
+                &message.source,
+                &self.id,
+                FspiopError::internal("transfer not found"),
+                "1.1",
+            )]);
+            let _ = answer.send(Ok(()));
+            ctx.stop();
+            return answered(answer_rx);
+        };
+        match rules::on_payee_error(&transfer, &message) {
+            ErrorAction::Reply(notifications) => {
+                self.notify_all(notifications);
+                let _ = answer.send(Ok(()));
+                self.stop_if_done(ctx);
+            }
+            ErrorAction::Abort => {
+                let id = self.id.clone();
+                let reason = format!("{}: {}", message.error_code, message.error_description);
+                let reverse = self.position(
+                    &transfer.record.payer_fsp,
+                    &transfer.record.currency,
+                    PositionCommand::Reverse {
+                        transfer_id: id.clone(),
+                        amount: transfer.record.amount,
+                        states: states(
+                            &id,
+                            &[state::RECEIVED_ERROR, state::ABORTED_ERROR],
+                            Some(reason),
+                        ),
+                        error: Some(switch_storage::transfers::NewTransferError {
+                            transfer_id: id.clone(),
+                            error_code: message.error_code.clone(),
+                            error_description: message.error_description.clone(),
+                        }),
+                        hash: Some(MessageHash {
+                            transfer_id: id,
+                            kind: "ERROR".into(),
+                            hash: message.hash.clone(),
+                        }),
+                    },
+                );
+                ctx.wait(reverse.into_actor(self).map(move |reversed, actor, ctx| {
+                    if let Err(failure) = reversed {
+                        let _ = answer.send(Err(failure));
+                        ctx.stop();
+                        return;
+                    }
+                    actor.cancel_expiry();
+                    let mut done = transfer;
+                    done.state = state::ABORTED_ERROR.into();
+                    done.error_hash = Some(message.hash.clone());
+                    // The payer gets the payee's own error, unchanged.
+                    let forward = Notification::Forward {
+                        to: done.record.payer_fsp.clone(),
+                        transfer_id: done.id().to_string(),
+                        endpoint: TransferEndpoint::Error,
+                        method: "PUT",
+                        message: message.forward,
+                    };
+                    actor.transfer = Some(done);
+                    let _ = answer.send(Ok(()));
+                    actor.notify_all(vec![forward]);
+                    ctx.stop();
+                }));
+            }
+        }
+        answered(answer_rx)
+    }
+}
+
+impl Handler<Get> for TransferActor {
+    type Result = Reply;
+
+    fn handle(&mut self, get: Get, ctx: &mut Self::Context) -> Reply {
+        let notification = rules::on_get(
+            self.transfer.as_ref(),
+            &self.id,
+            &get.source,
+            &get.content_version,
+        );
+        self.notify_all(vec![notification]);
+        self.stop_if_done(ctx);
+        Box::pin(async { Ok(()) })
+    }
+}
+
+impl Handler<Expire> for TransferActor {
+    type Result = Reply;
+
+    fn handle(&mut self, _: Expire, ctx: &mut Self::Context) -> Reply {
+        let (answer, answer_rx) = oneshot::channel();
+        match self.transfer.clone() {
+            Some(t) if t.state == state::RESERVED && t.record.expiration_ms <= self.now() => {
+                self.expire(t, false, answer, ctx);
+            }
+            Some(t) if t.state == state::RESERVED => {
+                // Fired early (clock or re-arm): wait for the real expiry.
+                self.schedule_expiry();
+                let _ = answer.send(Ok(()));
+            }
+            _ => {
+                let _ = answer.send(Ok(()));
+                self.stop_if_done(ctx);
+            }
+        }
+        answered(answer_rx)
+    }
+}

@@ -1,0 +1,344 @@
+//! Callback delivery: renders the business rules' notifications on the
+//! FSPIOP wire and sends them to the participants' registered endpoints.
+//!
+//! `notify` never blocks an actor: it puts the notification on a bounded
+//! queue (a full queue drops it, logged and counted). A worker on the I/O
+//! runtime delivers with a pooled keep-alive client, at most
+//! `concurrency_max` at once, each attempt bounded by a timeout, retrying
+//! connection errors and 5xx answers with exponential backoff. Outcomes are
+//! counted in metrics and per participant for the operator API.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use serde_json::json;
+use switch_actors::notify::{Notification, Notifier, TransferEndpoint, TransferStateBody};
+use tokio::sync::{mpsc, Semaphore};
+
+use crate::endpoints::{render, EndpointCache};
+use crate::errors::error_body;
+use crate::fspiop::headers::{content_type, rfc1123_now, Resource, Version};
+use crate::metrics::Metrics;
+
+/// Limits of callback delivery.
+#[derive(Debug, Clone, Copy)]
+pub struct CallbackLimits {
+    pub timeout_ms: u64,
+    pub retries_max: u32,
+    pub concurrency_max: usize,
+    pub queue_capacity: usize,
+}
+
+/// First retry delay; each further retry waits four times longer.
+const RETRY_BACKOFF_FIRST_MS: u64 = 100;
+
+/// Delivery counts of one participant.
+#[derive(Debug, Clone, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CallbackStats {
+    pub delivered: u64,
+    pub failed: u64,
+    pub dropped: u64,
+    pub retried: u64,
+    pub last_error: Option<String>,
+    pub last_error_date: Option<String>,
+}
+
+#[derive(Clone, Default)]
+pub struct CallbackLedger {
+    by_participant: Arc<Mutex<HashMap<String, CallbackStats>>>,
+}
+
+impl CallbackLedger {
+    fn update(&self, participant: &str, change: impl FnOnce(&mut CallbackStats)) {
+        let mut map = self
+            .by_participant
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        change(map.entry(participant.to_string()).or_default());
+    }
+
+    pub fn of(&self, participant: &str) -> CallbackStats {
+        let map = self
+            .by_participant
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        map.get(participant).cloned().unwrap_or_default()
+    }
+}
+
+#[derive(Clone)]
+pub struct HttpNotifier {
+    queue: mpsc::Sender<Notification>,
+    ledger: CallbackLedger,
+    metrics: Metrics,
+}
+
+impl std::fmt::Debug for HttpNotifier {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HttpNotifier").finish_non_exhaustive()
+    }
+}
+
+impl Notifier for HttpNotifier {
+    fn notify(&self, notification: Notification) {
+        if let Err(error) = self.queue.try_send(notification) {
+            let notification = match error {
+                mpsc::error::TrySendError::Full(n) | mpsc::error::TrySendError::Closed(n) => n,
+            };
+            let to = recipient(&notification).to_string();
+            tracing::error!(participant = %to, "callback queue full: callback dropped");
+            self.metrics
+                .callback(endpoint_type(&notification), "dropped", 0.0);
+            self.ledger.update(&to, |s| s.dropped += 1);
+        }
+    }
+}
+
+impl HttpNotifier {
+    /// Starts the delivery worker on `runtime`.
+    pub fn start(
+        runtime: &tokio::runtime::Handle,
+        endpoints: EndpointCache,
+        hub_name: String,
+        limits: CallbackLimits,
+        metrics: Metrics,
+    ) -> HttpNotifier {
+        let (queue, receiver) = mpsc::channel(limits.queue_capacity);
+        let ledger = CallbackLedger::default();
+        let client = reqwest::Client::builder()
+            .pool_max_idle_per_host(limits.concurrency_max)
+            .timeout(Duration::from_millis(limits.timeout_ms))
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new());
+        let delivery = Delivery {
+            client,
+            endpoints,
+            hub_name,
+            limits,
+            ledger: ledger.clone(),
+            metrics: metrics.clone(),
+        };
+        runtime.spawn(run(receiver, Arc::new(delivery), limits.concurrency_max));
+        HttpNotifier {
+            queue,
+            ledger,
+            metrics,
+        }
+    }
+
+    pub fn ledger(&self) -> &CallbackLedger {
+        &self.ledger
+    }
+}
+
+struct Delivery {
+    client: reqwest::Client,
+    endpoints: EndpointCache,
+    hub_name: String,
+    limits: CallbackLimits,
+    ledger: CallbackLedger,
+    metrics: Metrics,
+}
+
+async fn run(
+    mut receiver: mpsc::Receiver<Notification>,
+    delivery: Arc<Delivery>,
+    concurrency_max: usize,
+) {
+    let slots = Arc::new(Semaphore::new(concurrency_max));
+    while let Some(notification) = receiver.recv().await {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
+        let delivery = delivery.clone();
+        tokio::spawn(async move {
+            delivery.deliver(notification).await;
+            drop(slot);
+        });
+    }
+}
+
+fn recipient(notification: &Notification) -> &str {
+    match notification {
+        Notification::Forward { to, .. }
+        | Notification::State { to, .. }
+        | Notification::Error { to, .. } => to,
+    }
+}
+
+fn endpoint_type(notification: &Notification) -> &'static str {
+    let endpoint = match notification {
+        Notification::Forward { endpoint, .. } => *endpoint,
+        Notification::State { .. } => TransferEndpoint::Put,
+        Notification::Error { .. } => TransferEndpoint::Error,
+    };
+    match endpoint {
+        TransferEndpoint::Post => "FSPIOP_CALLBACK_URL_TRANSFER_POST",
+        TransferEndpoint::Put => "FSPIOP_CALLBACK_URL_TRANSFER_PUT",
+        TransferEndpoint::Error => "FSPIOP_CALLBACK_URL_TRANSFER_ERROR",
+    }
+}
+
+/// A callback ready to send.
+struct Rendered {
+    method: reqwest::Method,
+    url: String,
+    headers: Vec<(String, String)>,
+    body: bytes::Bytes,
+}
+
+fn state_json(body: &TransferStateBody, patch: bool) -> serde_json::Value {
+    let mut value = json!({ "transferState": body.transfer_state });
+    let completed = body.completed_timestamp.clone().unwrap_or_else(|| {
+        chrono::Utc::now()
+            .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+            .to_string()
+    });
+    value["completedTimestamp"] = json!(completed);
+    if !patch {
+        if let Some(fulfilment) = &body.fulfilment {
+            value["fulfilment"] = json!(fulfilment);
+        }
+    }
+    value
+}
+
+fn version_of(text: &str) -> Version {
+    let mut parts = text.split('.');
+    let major = parts.next().and_then(|p| p.parse().ok()).unwrap_or(1);
+    let minor = parts.next().and_then(|p| p.parse().ok()).unwrap_or(1);
+    Version { major, minor }
+}
+
+impl Delivery {
+    async fn render(&self, notification: &Notification) -> Result<Rendered, String> {
+        let to = recipient(notification);
+        let kind = endpoint_type(notification);
+        let template = self
+            .endpoints
+            .template(to, kind)
+            .await?
+            .ok_or_else(|| format!("{to} has no {kind} endpoint"))?;
+        let hub_headers = |transfer_id: &str, method: &str, suffix: &str, version: &str| {
+            vec![
+                (
+                    "content-type".to_string(),
+                    content_type(Resource::Transfers, version_of(version)),
+                ),
+                ("date".to_string(), rfc1123_now()),
+                ("fspiop-source".to_string(), self.hub_name.clone()),
+                ("fspiop-destination".to_string(), to.to_string()),
+                ("fspiop-http-method".to_string(), method.to_string()),
+                (
+                    "fspiop-uri".to_string(),
+                    format!("/transfers/{transfer_id}{suffix}"),
+                ),
+            ]
+        };
+        match notification {
+            Notification::Forward {
+                transfer_id,
+                method,
+                message,
+                ..
+            } => Ok(Rendered {
+                method: reqwest::Method::from_bytes(method.as_bytes())
+                    .map_err(|e| e.to_string())?,
+                url: render(&template, &[("transferId", transfer_id), ("fsp", to)]),
+                headers: message.headers.clone(),
+                body: message.body.clone(),
+            }),
+            Notification::State {
+                transfer_id,
+                patch,
+                body,
+                content_version,
+                ..
+            } => {
+                let method = if *patch { "PATCH" } else { "PUT" };
+                Ok(Rendered {
+                    method: if *patch {
+                        reqwest::Method::PATCH
+                    } else {
+                        reqwest::Method::PUT
+                    },
+                    url: render(&template, &[("transferId", transfer_id), ("fsp", to)]),
+                    headers: hub_headers(transfer_id, method, "", content_version),
+                    body: bytes::Bytes::from(state_json(body, *patch).to_string()),
+                })
+            }
+            Notification::Error {
+                transfer_id,
+                error,
+                content_version,
+                ..
+            } => Ok(Rendered {
+                method: reqwest::Method::PUT,
+                url: render(&template, &[("transferId", transfer_id), ("fsp", to)]),
+                headers: hub_headers(transfer_id, "PUT", "/error", content_version),
+                body: bytes::Bytes::from(error_body(error).to_string()),
+            }),
+        }
+    }
+
+    async fn deliver(&self, notification: Notification) {
+        let to = recipient(&notification).to_string();
+        let kind = endpoint_type(&notification);
+        let started = Instant::now();
+        let rendered = match self.render(&notification).await {
+            Ok(rendered) => rendered,
+            Err(reason) => {
+                self.failed(&to, kind, started, reason);
+                return;
+            }
+        };
+        let mut attempt = 0;
+        loop {
+            let mut request = self
+                .client
+                .request(rendered.method.clone(), &rendered.url)
+                .body(rendered.body.clone());
+            for (name, value) in &rendered.headers {
+                request = request.header(name.as_str(), value.as_str());
+            }
+            let outcome = request.send().await;
+            let retryable = match &outcome {
+                Ok(response) if response.status().is_success() => {
+                    self.metrics
+                        .callback(kind, "delivered", started.elapsed().as_secs_f64());
+                    self.ledger.update(&to, |s| s.delivered += 1);
+                    return;
+                }
+                Ok(response) => response.status().is_server_error(),
+                Err(error) => error.is_connect() || error.is_timeout() || error.is_request(),
+            };
+            let reason = match outcome {
+                Ok(response) => format!("{} answered {}", rendered.url, response.status()),
+                Err(error) => format!("{}: {error}", rendered.url),
+            };
+            if !retryable || attempt >= self.limits.retries_max {
+                self.failed(&to, kind, started, reason);
+                return;
+            }
+            attempt += 1;
+            self.ledger.update(&to, |s| s.retried += 1);
+            let backoff = RETRY_BACKOFF_FIRST_MS * 4u64.pow(attempt - 1);
+            tokio::time::sleep(Duration::from_millis(backoff)).await;
+        }
+    }
+
+    fn failed(&self, to: &str, kind: &'static str, started: Instant, reason: String) {
+        tracing::warn!(participant = %to, endpoint_type = kind, %reason, "callback failed");
+        self.metrics
+            .callback(kind, "failed", started.elapsed().as_secs_f64());
+        let now = switch_storage::now_text();
+        self.ledger.update(to, |s| {
+            s.failed += 1;
+            s.last_error = Some(reason);
+            s.last_error_date = Some(now);
+        });
+    }
+}

@@ -1,0 +1,329 @@
+//! Transfers as recorded: the prepare, the insert-only state history, the
+//! fulfilment, errors and the hashes used for duplicate detection.
+
+use rust_decimal::Decimal;
+use sqlx::{Any, AnyPool, Transaction};
+
+use crate::{col, from_units, to_units, Result, Store};
+
+/// A prepare as it is stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewTransfer {
+    pub transfer_id: String,
+    pub payer_fsp: String,
+    pub payee_fsp: String,
+    pub amount: Decimal,
+    pub currency: String,
+    pub condition: String,
+    pub expiration: String,
+    pub expiration_ms: i64,
+    pub ilp_packet: String,
+    pub prepare_hash: String,
+    pub content_version: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TransferStateChange {
+    pub transfer_id: String,
+    pub state: String,
+    pub reason: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewFulfilment {
+    pub transfer_id: String,
+    pub fulfilment: String,
+    pub completed_timestamp: String,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewTransferError {
+    pub transfer_id: String,
+    pub error_code: String,
+    pub error_description: String,
+}
+
+/// Hash of a payee message (`FULFIL` or `ERROR`) for duplicate detection.
+#[derive(Debug, Clone, PartialEq)]
+pub struct MessageHash {
+    pub transfer_id: String,
+    pub kind: String,
+    pub hash: String,
+}
+
+/// Everything the switch knows about one transfer.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TransferRecord {
+    pub transfer: NewTransfer,
+    pub state: String,
+    pub state_reason: Option<String>,
+    pub fulfilment: Option<String>,
+    pub completed_timestamp: Option<String>,
+    pub settlement_window_id: Option<i64>,
+    pub fulfil_hash: Option<String>,
+    pub error_hash: Option<String>,
+    pub last_error: Option<(String, String)>,
+}
+
+/// The transfer rows of one write batch.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TransferWrite {
+    pub transfers: Vec<NewTransfer>,
+    pub states: Vec<TransferStateChange>,
+    pub fulfilments: Vec<NewFulfilment>,
+    pub errors: Vec<NewTransferError>,
+    pub hashes: Vec<MessageHash>,
+}
+
+impl TransferWrite {
+    pub fn is_empty(&self) -> bool {
+        self.transfers.is_empty()
+            && self.states.is_empty()
+            && self.fulfilments.is_empty()
+            && self.errors.is_empty()
+            && self.hashes.is_empty()
+    }
+
+    pub fn append(&mut self, other: TransferWrite) {
+        self.transfers.extend(other.transfers);
+        self.states.extend(other.states);
+        self.fulfilments.extend(other.fulfilments);
+        self.errors.extend(other.errors);
+        self.hashes.extend(other.hashes);
+    }
+}
+
+/// Rows per multi-row INSERT.
+const INSERT_ROWS_MAX: usize = 200;
+
+fn placeholders(row: &str, rows: usize) -> String {
+    vec![row; rows].join(", ")
+}
+
+/// Writes the transfer rows of a batch inside the caller's transaction.
+pub(crate) async fn write_transfer_rows(
+    tx: &mut Transaction<'static, Any>,
+    write: &TransferWrite,
+    now: &str,
+) -> Result<()> {
+    for chunk in write.transfers.chunks(INSERT_ROWS_MAX) {
+        let sql = format!(
+            "INSERT INTO transfer (transfer_id, payer_fsp, payee_fsp, amount, currency_id, ilp_condition, expiration, expiration_ms, \
+             ilp_packet, prepare_hash, content_version, created_date) VALUES {}",
+            placeholders("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", chunk.len())
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for t in chunk {
+            query = query
+                .bind(t.transfer_id.clone())
+                .bind(t.payer_fsp.clone())
+                .bind(t.payee_fsp.clone())
+                .bind(to_units(t.amount)?)
+                .bind(t.currency.clone())
+                .bind(t.condition.clone())
+                .bind(t.expiration.clone())
+                .bind(t.expiration_ms)
+                .bind(t.ilp_packet.clone())
+                .bind(t.prepare_hash.clone())
+                .bind(t.content_version.clone())
+                .bind(now.to_string());
+        }
+        query.execute(&mut **tx).await?;
+    }
+    for chunk in write.states.chunks(INSERT_ROWS_MAX) {
+        let sql = format!(
+            "INSERT INTO transfer_state_change (transfer_id, state, reason, created_date) VALUES {}",
+            placeholders("(?, ?, ?, ?)", chunk.len())
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for s in chunk {
+            query = query
+                .bind(s.transfer_id.clone())
+                .bind(s.state.clone())
+                .bind(s.reason.clone())
+                .bind(now.to_string());
+        }
+        query.execute(&mut **tx).await?;
+    }
+    if !write.fulfilments.is_empty() {
+        // Every commit joins the window that is open when its batch commits.
+        let window: i64 = col(
+            &sqlx::query("SELECT MAX(settlement_window_id) AS id FROM settlement_window")
+                .fetch_one(&mut **tx)
+                .await?,
+            "id",
+        )?;
+        for chunk in write.fulfilments.chunks(INSERT_ROWS_MAX) {
+            let sql = format!(
+                "INSERT INTO transfer_fulfilment (transfer_id, ilp_fulfilment, completed_timestamp, settlement_window_id, created_date) VALUES {}",
+                placeholders("(?, ?, ?, ?, ?)", chunk.len())
+            );
+            let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+            for f in chunk {
+                query = query
+                    .bind(f.transfer_id.clone())
+                    .bind(f.fulfilment.clone())
+                    .bind(f.completed_timestamp.clone())
+                    .bind(window)
+                    .bind(now.to_string());
+            }
+            query.execute(&mut **tx).await?;
+        }
+    }
+    for chunk in write.errors.chunks(INSERT_ROWS_MAX) {
+        let sql = format!(
+            "INSERT INTO transfer_error (transfer_id, error_code, error_description, created_date) VALUES {}",
+            placeholders("(?, ?, ?, ?)", chunk.len())
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for e in chunk {
+            query = query
+                .bind(e.transfer_id.clone())
+                .bind(e.error_code.clone())
+                .bind(truncate(&e.error_description, 1024))
+                .bind(now.to_string());
+        }
+        query.execute(&mut **tx).await?;
+    }
+    for chunk in write.hashes.chunks(INSERT_ROWS_MAX) {
+        let sql = format!(
+            "INSERT INTO transfer_duplicate_check (transfer_id, kind, hash, created_date) VALUES {}",
+            placeholders("(?, ?, ?, ?)", chunk.len())
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for h in chunk {
+            query = query
+                .bind(h.transfer_id.clone())
+                .bind(h.kind.clone())
+                .bind(h.hash.clone())
+                .bind(now.to_string());
+        }
+        query.execute(&mut **tx).await?;
+    }
+    Ok(())
+}
+
+fn truncate(text: &str, max: usize) -> String {
+    if text.len() <= max {
+        return text.to_string();
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    text[..end].to_string()
+}
+
+async fn load(pool: &AnyPool, transfer_id: String) -> Result<Option<TransferRecord>> {
+    let row = sqlx::query(
+        "SELECT transfer_id, payer_fsp, payee_fsp, amount, currency_id, ilp_condition, expiration, expiration_ms, ilp_packet, \
+         prepare_hash, content_version FROM transfer WHERE transfer_id = ?",
+    )
+    .bind(transfer_id.clone())
+    .fetch_optional(pool)
+    .await?;
+    let Some(row) = row else { return Ok(None) };
+    let transfer = NewTransfer {
+        transfer_id: col(&row, "transfer_id")?,
+        payer_fsp: col(&row, "payer_fsp")?,
+        payee_fsp: col(&row, "payee_fsp")?,
+        amount: from_units(col(&row, "amount")?),
+        currency: col(&row, "currency_id")?,
+        condition: col(&row, "ilp_condition")?,
+        expiration: col(&row, "expiration")?,
+        expiration_ms: col(&row, "expiration_ms")?,
+        ilp_packet: col(&row, "ilp_packet")?,
+        prepare_hash: col(&row, "prepare_hash")?,
+        content_version: col(&row, "content_version")?,
+    };
+    let state = sqlx::query(
+        "SELECT state, reason FROM transfer_state_change WHERE transfer_id = ? ORDER BY transfer_state_change_id DESC LIMIT 1",
+    )
+    .bind(transfer_id.clone())
+    .fetch_optional(pool)
+    .await?;
+    let (state, state_reason) = match state {
+        Some(row) => (col(&row, "state")?, col(&row, "reason")?),
+        None => ("RECEIVED_PREPARE".to_string(), None),
+    };
+    let fulfilment = sqlx::query(
+        "SELECT ilp_fulfilment, completed_timestamp, settlement_window_id FROM transfer_fulfilment WHERE transfer_id = ?",
+    )
+    .bind(transfer_id.clone())
+    .fetch_optional(pool)
+    .await?;
+    let hashes =
+        sqlx::query("SELECT kind, hash FROM transfer_duplicate_check WHERE transfer_id = ?")
+            .bind(transfer_id.clone())
+            .fetch_all(pool)
+            .await?;
+    let hash_of = |kind: &str| -> Result<Option<String>> {
+        for row in &hashes {
+            if col::<String>(row, "kind")? == kind {
+                return Ok(Some(col(row, "hash")?));
+            }
+        }
+        Ok(None)
+    };
+    let error = sqlx::query(
+        "SELECT error_code, error_description FROM transfer_error WHERE transfer_id = ? ORDER BY transfer_error_id DESC LIMIT 1",
+    )
+    .bind(transfer_id.clone())
+    .fetch_optional(pool)
+    .await?;
+    Ok(Some(TransferRecord {
+        transfer,
+        state,
+        state_reason,
+        fulfilment: fulfilment
+            .as_ref()
+            .map(|r| col(r, "ilp_fulfilment"))
+            .transpose()?,
+        completed_timestamp: fulfilment
+            .as_ref()
+            .map(|r| col(r, "completed_timestamp"))
+            .transpose()?,
+        settlement_window_id: fulfilment
+            .as_ref()
+            .map(|r| col(r, "settlement_window_id"))
+            .transpose()?,
+        fulfil_hash: hash_of("FULFIL")?,
+        error_hash: hash_of("ERROR")?,
+        last_error: error
+            .map(|r| {
+                Ok::<_, crate::StorageError>((
+                    col(&r, "error_code")?,
+                    col(&r, "error_description")?,
+                ))
+            })
+            .transpose()?,
+    }))
+}
+
+impl Store {
+    /// One transfer with its newest state, fulfilment, hashes and last error.
+    pub async fn transfer(&self, transfer_id: &str) -> Result<Option<TransferRecord>> {
+        let transfer_id = transfer_id.to_string();
+        self.run(move |pool| async move { load(&pool, transfer_id).await })
+            .await
+    }
+
+    /// Transfers whose newest state is not final: (id, expiration in ms).
+    /// Used at start to re-arm expiry timers.
+    pub async fn unfinished_transfers(&self) -> Result<Vec<(String, i64)>> {
+        self.run(|pool| async move {
+            let rows = sqlx::query(
+                "SELECT t.transfer_id, t.expiration_ms FROM transfer t \
+                 JOIN transfer_state_change s ON s.transfer_id = t.transfer_id \
+                 WHERE s.transfer_state_change_id = (SELECT MAX(x.transfer_state_change_id) FROM transfer_state_change x WHERE x.transfer_id = t.transfer_id) \
+                 AND s.state IN ('RECEIVED_PREPARE', 'RESERVED', 'RECEIVED_FULFIL', 'RECEIVED_ERROR', 'RESERVED_TIMEOUT')",
+            )
+            .fetch_all(&pool)
+            .await?;
+            rows.iter()
+                .map(|r| Ok((col(r, "transfer_id")?, col(r, "expiration_ms")?)))
+                .collect()
+        })
+        .await
+    }
+}

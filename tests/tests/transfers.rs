@@ -1,0 +1,978 @@
+//! FSPIOP transfers end to end: two simulated DFSPs (real HTTP servers)
+//! move money through a real switch process, on SQLite and on MariaDB.
+//! Each scenario is a request sequence in and the callbacks each party must
+//! receive out (the notification matrix of the reference hub), and ends
+//! with the ledger invariants.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use switch_tests::dfsp::{Dfsp, Prepare, Received, Rule};
+use switch_tests::{assert_ledger_ok, Backend, Switch, TestDb};
+
+const WAIT: Duration = Duration::from_secs(10);
+/// How long a party must stay without a callback to count as "receives nothing".
+const QUIET: Duration = Duration::from_millis(700);
+
+struct Scene {
+    db: TestDb,
+    switch: Switch,
+    payer: Dfsp,
+    payee: Dfsp,
+}
+
+async fn scene(backend: Backend, extra_env: &[(&str, &str)]) -> Scene {
+    let db = TestDb::new(backend);
+    let switch = Switch::start(&db, extra_env).await;
+    switch.onboard_hub("USD").await;
+    switch.onboard_dfsp("payerfsp", "USD", "1000", "5000").await;
+    switch.onboard_dfsp("payeefsp", "USD", "1000", "5000").await;
+    let payer = Dfsp::start("payerfsp");
+    let payee = Dfsp::start("payeefsp");
+    for dfsp in [&payer, &payee] {
+        dfsp.set_switch(&switch.fspiop(""));
+        dfsp.register(&switch).await;
+    }
+    Scene {
+        db,
+        switch,
+        payer,
+        payee,
+    }
+}
+
+impl Scene {
+    async fn position(&self, name: &str) -> String {
+        let (_, body) = self
+            .switch
+            .get(&format!("/participants/{name}/positions?currency=USD"))
+            .await;
+        body["value"].to_string()
+    }
+
+    async fn finish(self) {
+        let Scene { db, switch, .. } = self;
+        assert!(switch.stop().success());
+        assert_ledger_ok(&db.url);
+    }
+}
+
+/// Requests with an explicit header list (`None` removes a default header).
+trait SendRaw {
+    async fn send_raw(
+        &self,
+        method: &str,
+        path: &str,
+        headers: Vec<(String, Option<String>)>,
+        body: Vec<u8>,
+    ) -> (u16, Value);
+}
+
+impl SendRaw for Dfsp {
+    async fn send_raw(
+        &self,
+        method: &str,
+        path: &str,
+        headers: Vec<(String, Option<String>)>,
+        body: Vec<u8>,
+    ) -> (u16, Value) {
+        let overrides: Vec<(&str, Option<&str>)> = headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_deref()))
+            .collect();
+        self.send(method, path, &body, &overrides).await
+    }
+}
+
+/// The bytes `send_json` puts on the wire for a prepare.
+fn raw(prepare: &Prepare) -> Vec<u8> {
+    prepare.body.to_string().into_bytes()
+}
+
+const TRACEPARENT: &str = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+const SIGNATURE: &str = r#"{"signature":"abc","protectedHeader":"def"}"#;
+
+/// Sends a prepare with a signature and tracing headers, as a real payer does.
+async fn send_signed(dfsp: &Dfsp, prepare: &Prepare) -> (u16, Value) {
+    let payee = prepare.body["payeeFsp"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    dfsp.send(
+        "POST",
+        "/transfers",
+        &raw(prepare),
+        &[
+            ("fspiop-destination", Some(payee.as_str())),
+            ("fspiop-signature", Some(SIGNATURE)),
+            ("traceparent", Some(TRACEPARENT)),
+            ("tracestate", Some("mojaloop=1")),
+        ],
+    )
+    .await
+}
+
+fn is_put(id: &str) -> impl Fn(&Received) -> bool + '_ {
+    move |r| r.method == "PUT" && r.path == format!("/transfers/{id}")
+}
+
+fn is_error(id: &str) -> impl Fn(&Received) -> bool + '_ {
+    move |r| r.method == "PUT" && r.path == format!("/transfers/{id}/error")
+}
+
+fn is_patch(id: &str) -> impl Fn(&Received) -> bool + '_ {
+    move |r| r.method == "PATCH" && r.path == format!("/transfers/{id}")
+}
+
+fn is_post(id: &str) -> impl Fn(&Received) -> bool + '_ {
+    move |r| r.method == "POST" && r.path == "/transfers" && r.json["transferId"] == id
+}
+
+fn code(r: &Received) -> String {
+    r.json["errorInformation"]["errorCode"]
+        .as_str()
+        .unwrap_or("none")
+        .to_string()
+}
+
+async fn expect(dfsp: &Dfsp, what: &str, matches: impl Fn(&Received) -> bool) -> Received {
+    match dfsp.wait_for(matches, WAIT).await {
+        Some(received) => received,
+        None => panic!(
+            "{} never received {what}; it received {:#?}",
+            dfsp.name(),
+            dfsp.received()
+        ),
+    }
+}
+
+async fn expect_nothing(dfsp: &Dfsp, what: &str, matches: impl Fn(&Received) -> bool) {
+    if let Some(received) = dfsp.wait_for(matches, QUIET).await {
+        panic!(
+            "{} should not receive {what}, got {received:#?}",
+            dfsp.name()
+        );
+    }
+}
+
+/// Prepare -> payee fulfils COMMITTED: payee gets the prepare byte for byte,
+/// payer gets the payee's PUT, payee gets the confirmation copy.
+async fn commit_flow(backend: Backend) {
+    let s = scene(backend, &[]).await;
+    s.payee.set_rule(Rule::Fulfil);
+    let prepare = s
+        .payer
+        .prepare("payeefsp", "100.5", "USD", Duration::from_secs(30));
+    let id = prepare.transfer_id.clone();
+    let (status, body) = send_signed(&s.payer, &prepare).await;
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(s.position("payerfsp").await, "100.5", "reserved before 202");
+
+    let forwarded = expect(&s.payee, "the prepare", is_post(&id)).await;
+    assert_eq!(
+        forwarded.body,
+        raw(&prepare),
+        "prepare reaches the payee byte for byte"
+    );
+    assert_eq!(
+        forwarded.headers.get("fspiop-source").map(String::as_str),
+        Some("payerfsp")
+    );
+    assert_eq!(
+        forwarded
+            .headers
+            .get("fspiop-destination")
+            .map(String::as_str),
+        Some("payeefsp")
+    );
+    assert_eq!(
+        forwarded.header("fspiop-signature"),
+        Some(SIGNATURE),
+        "signature passes through"
+    );
+    assert_eq!(forwarded.header("traceparent"), Some(TRACEPARENT));
+    assert_eq!(forwarded.header("tracestate"), Some("mojaloop=1"));
+
+    let committed = expect(&s.payer, "the commit", is_put(&id)).await;
+    assert_eq!(committed.json["transferState"], "COMMITTED");
+    assert_eq!(committed.json["fulfilment"], json!(prepare.fulfilment));
+    assert_eq!(
+        committed.headers.get("fspiop-source").map(String::as_str),
+        Some("payeefsp")
+    );
+    let copy = expect(&s.payee, "the confirmation copy", is_put(&id)).await;
+    assert_eq!(copy.json["transferState"], "COMMITTED");
+    expect_nothing(&s.payer, "an error", is_error(&id)).await;
+    assert_eq!(s.position("payerfsp").await, "100.5");
+    assert_eq!(s.position("payeefsp").await, "-100.5");
+
+    // GET from payer and payee: the hub answers from its own record.
+    s.payer.clear();
+    let (status, _) = s.payer.get_transfer(&id).await;
+    assert_eq!(status, 202);
+    let answer = expect(&s.payer, "the GET answer", is_put(&id)).await;
+    assert_eq!(answer.json["transferState"], "COMMITTED");
+    assert_eq!(answer.json["fulfilment"], json!(prepare.fulfilment));
+    assert_eq!(
+        answer.headers.get("fspiop-source").map(String::as_str),
+        Some("Hub")
+    );
+
+    // A duplicate prepare of a finished transfer: the payer gets the state again.
+    s.payer.clear();
+    let (status, _) = s.payer.send_prepare(&prepare).await;
+    assert_eq!(status, 202);
+    let again = expect(&s.payer, "the current state", is_put(&id)).await;
+    assert_eq!(again.json["transferState"], "COMMITTED");
+    // A duplicate fulfil: the payee gets the current state, nothing moves twice.
+    s.payee.clear();
+    let (status, _) = s
+        .payee
+        .send_fulfil(&id, &prepare.fulfilment, "COMMITTED")
+        .await;
+    assert_eq!(status, 200);
+    expect(&s.payee, "the current state", |r| {
+        is_put(&id)(r) || is_error(&id)(r)
+    })
+    .await;
+    assert_eq!(s.position("payeefsp").await, "-100.5");
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn commit_flow_sqlite() {
+    commit_flow(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn commit_flow_mariadb() {
+    commit_flow(Backend::MySql).await;
+}
+
+/// The payee answers RESERVED (v1.1 commit notification): commit, the payer
+/// gets the hub's PUT, the payee a PATCH with the final state.
+async fn patch_flow(backend: Backend) {
+    let s = scene(backend, &[]).await;
+    s.payee.set_rule(Rule::FulfilReserved);
+    let prepare = s
+        .payer
+        .prepare("payeefsp", "10", "USD", Duration::from_secs(30));
+    let id = prepare.transfer_id.clone();
+    assert_eq!(s.payer.send_prepare(&prepare).await.0, 202);
+    let put = expect(&s.payer, "the commit", is_put(&id)).await;
+    assert_eq!(put.json["transferState"], "COMMITTED");
+    assert_eq!(
+        put.headers.get("fspiop-source").map(String::as_str),
+        Some("Hub")
+    );
+    let patch = expect(&s.payee, "the PATCH", is_patch(&id)).await;
+    assert_eq!(patch.json["transferState"], "COMMITTED");
+    assert!(patch.json["completedTimestamp"].is_string());
+    assert!(patch.json.get("fulfilment").is_none());
+    assert_eq!(s.position("payeefsp").await, "-10");
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn patch_flow_sqlite() {
+    patch_flow(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn patch_flow_mariadb() {
+    patch_flow(Backend::MySql).await;
+}
+
+/// The payee rejects: the reservation is given back, the payer gets the
+/// payee's own error unchanged.
+async fn reject_flow(backend: Backend) {
+    let s = scene(backend, &[]).await;
+    s.payee.set_rule(Rule::Reject("5100"));
+    let prepare = s
+        .payer
+        .prepare("payeefsp", "42", "USD", Duration::from_secs(30));
+    let id = prepare.transfer_id.clone();
+    assert_eq!(s.payer.send_prepare(&prepare).await.0, 202);
+    let error = expect(&s.payer, "the payee's error", is_error(&id)).await;
+    assert_eq!(code(&error), "5100");
+    assert_eq!(
+        error.headers.get("fspiop-source").map(String::as_str),
+        Some("payeefsp")
+    );
+    expect_nothing(&s.payer, "a commit", is_put(&id)).await;
+    assert_eq!(s.position("payerfsp").await, "0");
+    // A second, different error from the payee is refused with 3106.
+    s.payee.clear();
+    s.payee.send_error(&id, "5101", "changed my mind").await;
+    let modified = expect(&s.payee, "3106", is_error(&id)).await;
+    assert_eq!(code(&modified), "3106");
+    // A fulfil after the abort is refused and moves nothing.
+    s.payee.clear();
+    s.payee
+        .send_fulfil(&id, &prepare.fulfilment, "COMMITTED")
+        .await;
+    let refused = expect(&s.payee, "a refusal", is_error(&id)).await;
+    assert_eq!(code(&refused), "3100");
+    assert_eq!(s.position("payeefsp").await, "0");
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn reject_flow_sqlite() {
+    reject_flow(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn reject_flow_mariadb() {
+    reject_flow(Backend::MySql).await;
+}
+
+/// A wrong fulfilment aborts: payer and payee both get 3100; with RESERVED
+/// the payee also gets PATCH ABORTED.
+async fn wrong_fulfilment(backend: Backend) {
+    let s = scene(backend, &[]).await;
+    s.payee.set_rule(Rule::WrongFulfilment);
+    let prepare = s
+        .payer
+        .prepare("payeefsp", "7", "USD", Duration::from_secs(30));
+    let id = prepare.transfer_id.clone();
+    assert_eq!(s.payer.send_prepare(&prepare).await.0, 202);
+    assert_eq!(code(&expect(&s.payer, "3100", is_error(&id)).await), "3100");
+    assert_eq!(code(&expect(&s.payee, "3100", is_error(&id)).await), "3100");
+    assert_eq!(s.position("payerfsp").await, "0");
+    assert_eq!(s.position("payeefsp").await, "0");
+
+    // Same with RESERVED: the payee is told ABORTED by PATCH.
+    s.payee.set_rule(Rule::Silent);
+    let second = s
+        .payer
+        .prepare("payeefsp", "8", "USD", Duration::from_secs(30));
+    let id2 = second.transfer_id.clone();
+    assert_eq!(s.payer.send_prepare(&second).await.0, 202);
+    expect(&s.payee, "the prepare", is_post(&id2)).await;
+    s.payee
+        .send_fulfil(
+            &id2,
+            "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+            "RESERVED",
+        )
+        .await;
+    let patch = expect(&s.payee, "PATCH ABORTED", is_patch(&id2)).await;
+    assert_eq!(patch.json["transferState"], "ABORTED");
+    assert_eq!(
+        code(&expect(&s.payer, "3100", is_error(&id2)).await),
+        "3100"
+    );
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn wrong_fulfilment_sqlite() {
+    wrong_fulfilment(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn wrong_fulfilment_mariadb() {
+    wrong_fulfilment(Backend::MySql).await;
+}
+
+/// Timeouts: a reserved transfer expires within about a second of its
+/// expiration (payer and payee get 3303, the reservation comes back); a late
+/// fulfil is refused with 3303.
+async fn timeouts(backend: Backend) {
+    let s = scene(backend, &[]).await;
+    s.payee.set_rule(Rule::Silent);
+    let prepare = s
+        .payer
+        .prepare("payeefsp", "55", "USD", Duration::from_millis(1500));
+    let id = prepare.transfer_id.clone();
+    let sent_at = std::time::Instant::now();
+    assert_eq!(s.payer.send_prepare(&prepare).await.0, 202);
+    expect(&s.payee, "the prepare", is_post(&id)).await;
+    assert_eq!(s.position("payerfsp").await, "55");
+    let payer_error = expect(&s.payer, "3303", is_error(&id)).await;
+    assert_eq!(code(&payer_error), "3303");
+    let payee_error = expect(&s.payee, "3303", is_error(&id)).await;
+    assert_eq!(code(&payee_error), "3303");
+    let waited = payer_error.at.duration_since(sent_at);
+    assert!(
+        waited < Duration::from_millis(1500 + 2000),
+        "expiry acted within about a second: {waited:?}"
+    );
+    assert_eq!(s.position("payerfsp").await, "0");
+    s.payee.clear();
+    s.payee
+        .send_fulfil(&id, &prepare.fulfilment, "COMMITTED")
+        .await;
+    assert_eq!(code(&expect(&s.payee, "3303", is_error(&id)).await), "3303");
+    assert_eq!(s.position("payeefsp").await, "0");
+
+    // GET of an expired transfer answers ABORTED, not an error.
+    s.payer.clear();
+    s.payer.get_transfer(&id).await;
+    let state = expect(&s.payer, "the state", is_put(&id)).await;
+    assert_eq!(state.json["transferState"], "ABORTED");
+
+    // A prepare that is already expired is invalid (3100).
+    let stale = s
+        .payer
+        .prepare("payeefsp", "1", "USD", Duration::from_millis(0));
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    assert_eq!(s.payer.send_prepare(&stale).await.0, 202);
+    let error = expect(&s.payer, "3100", is_error(&stale.transfer_id)).await;
+    assert_eq!(code(&error), "3100");
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn timeouts_sqlite() {
+    timeouts(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn timeouts_mariadb() {
+    timeouts(Backend::MySql).await;
+}
+
+/// Prepare validation (section 4.2) and the position checks: every refusal
+/// is recorded and answered with PUT /error to the payer; nothing moves.
+async fn prepare_refusals(backend: Backend) {
+    let s = scene(backend, &[]).await;
+    s.payee.set_rule(Rule::Silent);
+    // Liquidity cover (5000) is checked before the net debit cap (1000).
+    let over_cap = s
+        .payer
+        .prepare("payeefsp", "1000.0001", "USD", Duration::from_secs(30));
+    assert_eq!(s.payer.send_prepare(&over_cap).await.0, 202);
+    assert_eq!(
+        code(&expect(&s.payer, "4200", is_error(&over_cap.transfer_id)).await),
+        "4200"
+    );
+    s.switch
+        .put(
+            "/participants/payerfsp/limits",
+            json!({"currency": "USD", "limit": {"type": "NET_DEBIT_CAP", "value": 100000, "alarmPercentage": 10}}),
+        )
+        .await;
+    let over_liquidity = s
+        .payer
+        .prepare("payeefsp", "5000.0001", "USD", Duration::from_secs(30));
+    assert_eq!(s.payer.send_prepare(&over_liquidity).await.0, 202);
+    assert_eq!(
+        code(&expect(&s.payer, "4001", is_error(&over_liquidity.transfer_id)).await),
+        "4001"
+    );
+
+    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
+        (
+            "unknown payee",
+            Box::new(|b: &mut Value| b["payeeFsp"] = json!("nobody")),
+        ),
+        (
+            "payer = payee",
+            Box::new(|b: &mut Value| b["payeeFsp"] = json!("payerfsp")),
+        ),
+        (
+            "unknown currency account",
+            Box::new(|b: &mut Value| b["amount"]["currency"] = json!("EUR")),
+        ),
+        (
+            "payer field is not the source",
+            Box::new(|b: &mut Value| b["payerFsp"] = json!("payeefsp")),
+        ),
+    ];
+    for (what, change) in cases {
+        let mut prepare = s
+            .payer
+            .prepare("payeefsp", "1", "USD", Duration::from_secs(30));
+        change(&mut prepare.body);
+        let (status, body) = s.payer.send_prepare(&prepare).await;
+        assert_eq!(status, 202, "{what}: {body}");
+        let error = expect(&s.payer, what, is_error(&prepare.transfer_id)).await;
+        assert_eq!(code(&error), "3100", "{what}: {:?}", error.json);
+        assert!(error.json["errorInformation"]["errorDescription"].is_string());
+        expect_nothing(&s.payee, "a refused prepare", is_post(&prepare.transfer_id)).await;
+    }
+    // An inactive payee is refused.
+    s.switch
+        .put("/participants/payeefsp", json!({"isActive": false}))
+        .await;
+    let inactive = s
+        .payer
+        .prepare("payeefsp", "1", "USD", Duration::from_secs(30));
+    s.payer.send_prepare(&inactive).await;
+    assert_eq!(
+        code(&expect(&s.payer, "3100", is_error(&inactive.transfer_id)).await),
+        "3100"
+    );
+    s.switch
+        .put("/participants/payeefsp", json!({"isActive": true}))
+        .await;
+    assert_eq!(s.position("payerfsp").await, "0");
+
+    // A modified duplicate prepare: 3106.
+    let original = s
+        .payer
+        .prepare("payeefsp", "3", "USD", Duration::from_secs(30));
+    s.payer.send_prepare(&original).await;
+    expect(&s.payee, "the prepare", is_post(&original.transfer_id)).await;
+    let mut modified = original.clone();
+    modified.body["amount"]["amount"] = json!("4");
+    s.payer.send_prepare(&modified).await;
+    assert_eq!(
+        code(&expect(&s.payer, "3106", is_error(&original.transfer_id)).await),
+        "3106"
+    );
+    // A GET by a third party: 3000; an unknown id: 3208.
+    let third = Dfsp::start("thirdfsp");
+    third.set_switch(&s.switch.fspiop(""));
+    s.switch
+        .post(
+            "/participants",
+            json!({"name": "thirdfsp", "currency": "USD"}),
+        )
+        .await;
+    third.register(&s.switch).await;
+    third.get_transfer(&original.transfer_id).await;
+    assert_eq!(
+        code(&expect(&third, "3000", is_error(&original.transfer_id)).await),
+        "3000"
+    );
+    let unknown = uuid_like();
+    s.payer.get_transfer(&unknown).await;
+    assert_eq!(
+        code(&expect(&s.payer, "3208", is_error(&unknown)).await),
+        "3208"
+    );
+    // Only the payee may fulfil: a third party's fulfil changes nothing.
+    third.clear();
+    let stolen = json!({"transferState": "COMMITTED", "fulfilment": original.fulfilment, "completedTimestamp": switch_tests::dfsp::iso_now()});
+    let (status, _) = third
+        .send_json(
+            "PUT",
+            &format!("/transfers/{}", original.transfer_id),
+            &stolen,
+            Some("payerfsp"),
+        )
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        code(&expect(&third, "3100", is_error(&original.transfer_id)).await),
+        "3100"
+    );
+    assert_eq!(s.position("payerfsp").await, "3");
+    s.finish().await;
+}
+
+fn uuid_like() -> String {
+    switch_tests::new_id()
+}
+
+#[tokio::test]
+async fn prepare_refusals_sqlite() {
+    prepare_refusals(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn prepare_refusals_mariadb() {
+    prepare_refusals(Backend::MySql).await;
+}
+
+/// Synchronous refusals: headers and schema. Nothing is recorded.
+async fn header_and_schema_errors(backend: Backend) {
+    let s = scene(backend, &[]).await;
+    let prepare = s
+        .payer
+        .prepare("payeefsp", "1", "USD", Duration::from_secs(30));
+    let body = raw(&prepare);
+    let good = |extra: &[(&str, Option<&str>)]| {
+        let mut headers: Vec<(String, Option<String>)> = vec![
+            (
+                "content-type".into(),
+                Some("application/vnd.interoperability.transfers+json;version=1.1".into()),
+            ),
+            (
+                "accept".into(),
+                Some("application/vnd.interoperability.transfers+json;version=1".into()),
+            ),
+            ("date".into(), Some("Sat, 28 Nov 2026 10:00:00 GMT".into())),
+            ("fspiop-source".into(), Some("payerfsp".into())),
+            ("fspiop-destination".into(), Some("payeefsp".into())),
+        ];
+        for (name, value) in extra {
+            headers.retain(|(n, _)| n != name);
+            headers.push((name.to_string(), value.map(str::to_string)));
+        }
+        headers
+    };
+    let cases: Vec<(Vec<(String, Option<String>)>, Vec<u8>, u16, &str)> = vec![
+        (good(&[("content-type", None)]), body.clone(), 400, "3102"),
+        (
+            good(&[("content-type", Some("application/json"))]),
+            body.clone(),
+            400,
+            "3101",
+        ),
+        (
+            good(&[(
+                "content-type",
+                Some("application/vnd.interoperability.transfers+json;version=3.0"),
+            )]),
+            body.clone(),
+            406,
+            "3001",
+        ),
+        (good(&[("accept", None)]), body.clone(), 400, "3102"),
+        (good(&[("date", None)]), body.clone(), 400, "3102"),
+        (
+            good(&[("date", Some("yesterday"))]),
+            body.clone(),
+            400,
+            "3101",
+        ),
+        (good(&[("fspiop-source", None)]), body.clone(), 400, "3102"),
+        (good(&[]), b"{not json".to_vec(), 400, "3101"),
+        (good(&[]), br#"{"transferId": 5}"#.to_vec(), 400, "3102"),
+        (good(&[]), vec![0xff, 0xfe, 0xfd], 400, "3101"),
+    ];
+    for (headers, body, want_status, want_code) in cases {
+        let (status, answer) = s
+            .payer
+            .send_raw("POST", "/transfers", headers.clone(), body)
+            .await;
+        assert_eq!(
+            (
+                status,
+                answer["errorInformation"]["errorCode"]
+                    .as_str()
+                    .unwrap_or("none")
+            ),
+            (want_status, want_code),
+            "{headers:?} -> {answer}"
+        );
+    }
+    let (status, answer) = s
+        .payer
+        .send_raw(
+            "POST",
+            "/transfers",
+            good(&[(
+                "content-type",
+                Some("application/vnd.interoperability.transfers+json;version=3.0"),
+            )]),
+            body.clone(),
+        )
+        .await;
+    assert_eq!(status, 406);
+    assert!(
+        answer["errorInformation"]["extensionList"]["extension"].is_array(),
+        "{answer}"
+    );
+    // Wrong amount format names the field.
+    let mut bad = prepare.body.clone();
+    bad["amount"]["amount"] = json!("1.23456");
+    let (status, answer) = s
+        .payer
+        .send_raw(
+            "POST",
+            "/transfers",
+            good(&[]),
+            serde_json::to_vec(&bad).expect("json"),
+        )
+        .await;
+    assert_eq!(status, 400);
+    assert_eq!(answer["errorInformation"]["errorCode"], "3100");
+    assert!(answer["errorInformation"]["errorDescription"]
+        .as_str()
+        .unwrap_or("")
+        .contains("amount"));
+    // Unknown path and wrong method.
+    let (status, answer) = s
+        .payer
+        .send_raw("GET", "/nothing/here", good(&[]), Vec::new())
+        .await;
+    assert_eq!(
+        (status, answer["errorInformation"]["errorCode"].clone()),
+        (404, json!("3002"))
+    );
+    let (status, answer) = s
+        .payer
+        .send_raw("DELETE", "/transfers", good(&[]), Vec::new())
+        .await;
+    assert_eq!(
+        (status, answer["errorInformation"]["errorCode"].clone()),
+        (405, json!("3000"))
+    );
+    // A body over the limit.
+    let huge = vec![b' '; 6 * 1024 * 1024];
+    let (status, answer) = s
+        .payer
+        .send_raw("POST", "/transfers", good(&[]), huge)
+        .await;
+    assert_eq!(
+        (status, answer["errorInformation"]["errorCode"].clone()),
+        (400, json!("3104"))
+    );
+    // ULID ids and extra fields are accepted on v1.1.
+    let mut ulid = s
+        .payer
+        .prepare("payeefsp", "2", "USD", Duration::from_secs(30));
+    ulid.transfer_id = "01HZX3Y5G6Q7R8S9T0V1W2X3Y4".into();
+    ulid.body["transferId"] = json!(ulid.transfer_id);
+    ulid.body["somethingExtra"] = json!({"x": 1});
+    s.payee.set_rule(Rule::Fulfil);
+    assert_eq!(s.payer.send_prepare(&ulid).await.0, 202);
+    expect(&s.payer, "the commit", is_put(&ulid.transfer_id)).await;
+    assert_eq!(s.position("payerfsp").await, "2");
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn header_and_schema_errors_sqlite() {
+    header_and_schema_errors(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn header_and_schema_errors_mariadb() {
+    header_and_schema_errors(Backend::MySql).await;
+}
+
+/// 50 concurrent prepares race one payer's net debit cap: exactly as many
+/// as fit are reserved, the rest get 4200, the cap is never exceeded.
+async fn net_debit_cap_race(backend: Backend) {
+    let s = scene(backend, &[]).await;
+    s.payee.set_rule(Rule::Silent);
+    let prepares: Vec<_> = (0..50)
+        .map(|_| {
+            s.payer
+                .prepare("payeefsp", "30", "USD", Duration::from_secs(60))
+        })
+        .collect();
+    let sends = prepares.iter().map(|p| s.payer.send_prepare(p));
+    for (status, body) in futures::future::join_all(sends).await {
+        assert_eq!(status, 202, "{body}");
+    }
+    // 1000 / 30: 33 fit and reach the payee; the other 17 are refused with 4200.
+    let count = |dfsp: &Dfsp, wanted: &dyn Fn(&Received) -> bool| {
+        dfsp.received().iter().filter(|r| wanted(r)).count()
+    };
+    let is_any_post = |r: &Received| r.method == "POST" && r.path == "/transfers";
+    let is_any_error = |r: &Received| r.path.ends_with("/error");
+    for _ in 0..100 {
+        if count(&s.payee, &is_any_post) + count(&s.payer, &is_any_error) >= 50 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(count(&s.payee, &is_any_post), 33);
+    let errors: Vec<Received> = s
+        .payer
+        .received()
+        .into_iter()
+        .filter(|r| is_any_error(r))
+        .collect();
+    assert_eq!(errors.len(), 17, "{errors:#?}");
+    assert!(errors.iter().all(|e| code(e) == "4200"), "{errors:#?}");
+    assert_eq!(s.position("payerfsp").await, "990");
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn net_debit_cap_race_sqlite() {
+    net_debit_cap_race(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn net_debit_cap_race_mariadb() {
+    net_debit_cap_race(Backend::MySql).await;
+}
+
+/// Bad input never panics, never answers 5xx and never moves a position:
+/// random bytes, truncated and mutated bodies, wrong types, invalid UTF-8,
+/// missing headers, on every transfer route.
+async fn bad_input(backend: Backend) {
+    let s = scene(backend, &[]).await;
+    let prepare = s
+        .payer
+        .prepare("payeefsp", "1", "USD", Duration::from_secs(30));
+    let valid = raw(&prepare);
+    let headers = vec![
+        (
+            "content-type".to_string(),
+            Some("application/vnd.interoperability.transfers+json;version=1.1".to_string()),
+        ),
+        (
+            "accept".to_string(),
+            Some("application/vnd.interoperability.transfers+json;version=1".to_string()),
+        ),
+        (
+            "date".to_string(),
+            Some("Sat, 28 Nov 2026 10:00:00 GMT".to_string()),
+        ),
+        ("fspiop-source".to_string(), Some("payerfsp".to_string())),
+        (
+            "fspiop-destination".to_string(),
+            Some("payeefsp".to_string()),
+        ),
+    ];
+    // A small deterministic generator: the same inputs on every run.
+    let mut seed: u64 = 0x9E37_79B9_7F4A_7C15;
+    let mut next = move || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        seed
+    };
+    let mut bodies: Vec<Vec<u8>> = vec![
+        Vec::new(),
+        b"null".to_vec(),
+        b"[]".to_vec(),
+        b"\"text\"".to_vec(),
+        br#"{"transferId": []}"#.to_vec(),
+        br#"{"amount": {"amount": 1, "currency": 2}}"#.to_vec(),
+        vec![0xc3, 0x28, 0xa0, 0xa1],
+    ];
+    for cut in (0..valid.len()).step_by(valid.len() / 12 + 1) {
+        bodies.push(valid[..cut].to_vec());
+    }
+    for _ in 0..40 {
+        let mut mutated = valid.clone();
+        for _ in 0..3 {
+            let at = (next() as usize) % mutated.len();
+            mutated[at] = (next() & 0xff) as u8;
+        }
+        bodies.push(mutated);
+        let length = (next() % 300) as usize;
+        bodies.push((0..length).map(|_| (next() & 0xff) as u8).collect());
+    }
+    let id = prepare.transfer_id.clone();
+    let routes = [
+        ("POST", "/transfers".to_string()),
+        ("PUT", format!("/transfers/{id}")),
+        ("PUT", format!("/transfers/{id}/error")),
+    ];
+    for body in &bodies {
+        for (method, path) in &routes {
+            let (status, answer) = s
+                .payer
+                .send_raw(method, path, headers.clone(), body.clone())
+                .await;
+            assert!(
+                (200..500).contains(&status),
+                "{method} {path} {body:?} -> {status} {answer}"
+            );
+        }
+    }
+    let mut missing = headers.clone();
+    missing.retain(|(name, _)| name != "fspiop-source");
+    let (status, _) = s
+        .payer
+        .send_raw("POST", "/transfers", missing, valid.clone())
+        .await;
+    assert_eq!(status, 400);
+    for path in [
+        "/transfers/%00",
+        "/transfers/..%2f..%2f",
+        "/transfers/{{transferId}}",
+    ] {
+        let (status, _) = s
+            .payer
+            .send_raw("GET", path, headers.clone(), Vec::new())
+            .await;
+        assert!((400..500).contains(&status), "{path} -> {status}");
+    }
+    assert_eq!(s.position("payerfsp").await, "0");
+    assert_eq!(s.position("payeefsp").await, "0");
+    s.finish().await;
+}
+
+#[tokio::test]
+async fn bad_input_sqlite() {
+    bad_input(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn bad_input_mariadb() {
+    bad_input(Backend::MySql).await;
+}
+
+const LATEST_STATES: &str = "SELECT t.transfer_id, s.state FROM transfer t JOIN transfer_state_change s ON s.transfer_id = t.transfer_id \
+     WHERE s.transfer_state_change_id = (SELECT MAX(x.transfer_state_change_id) FROM transfer_state_change x WHERE x.transfer_id = t.transfer_id)";
+
+/// kill -9 in the middle of traffic, then restart on the same database:
+/// every transfer ends COMMITTED, ABORTED or expired, positions equal their
+/// histories, and the ledger check passes.
+async fn crash_in_traffic(backend: Backend) {
+    let s = scene(backend, &[]).await;
+    s.payee.set_rule(Rule::Fulfil);
+    let Scene {
+        db,
+        switch,
+        payer,
+        payee,
+    } = s;
+    let payer = std::sync::Arc::new(payer);
+    let mut sent = Vec::new();
+    let mut in_flight = Vec::new();
+    for _ in 0..120 {
+        let prepare = payer.prepare("payeefsp", "1", "USD", Duration::from_secs(3));
+        sent.push(prepare.transfer_id.clone());
+        let payer = payer.clone();
+        in_flight.push(tokio::spawn(
+            async move { payer.send_prepare(&prepare).await },
+        ));
+        if sent.len() == 80 {
+            tokio::time::sleep(Duration::from_millis(30)).await;
+        }
+    }
+    switch.kill();
+    for task in in_flight {
+        let _ = task.await;
+    }
+    let switch = Switch::start(&db, &[]).await;
+    payer.set_switch(&switch.fspiop(""));
+    payee.set_switch(&switch.fspiop(""));
+    // Wait past every expiration: nothing may stay in flight.
+    let finals = [
+        "COMMITTED",
+        "ABORTED_REJECTED",
+        "ABORTED_ERROR",
+        "EXPIRED_PREPARED",
+        "EXPIRED_RESERVED",
+        "INVALID",
+    ];
+    let mut unfinished = Vec::new();
+    for _ in 0..100 {
+        unfinished = db
+            .rows(LATEST_STATES)
+            .into_iter()
+            .filter(|row| !finals.contains(&row[1].as_str()))
+            .collect();
+        if unfinished.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        unfinished.is_empty(),
+        "still in flight after restart: {unfinished:?}"
+    );
+    let recorded = db.rows(LATEST_STATES).len();
+    assert!(
+        recorded > 0 && recorded <= sent.len(),
+        "{recorded} of {} recorded",
+        sent.len()
+    );
+    assert!(switch.stop().success());
+    assert_ledger_ok(&db.url);
+}
+
+#[tokio::test]
+async fn crash_in_traffic_sqlite() {
+    crash_in_traffic(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn crash_in_traffic_mariadb() {
+    crash_in_traffic(Backend::MySql).await;
+}
