@@ -57,6 +57,11 @@ impl Scene {
     }
 }
 
+/// A change made to a valid prepare body.
+type BodyChange = Box<dyn Fn(&mut Value)>;
+/// Header overrides: `None` removes a default header.
+type Headers = Vec<(String, Option<String>)>;
+
 /// Requests with an explicit header list (`None` removes a default header).
 trait SendRaw {
     async fn send_raw(
@@ -126,6 +131,15 @@ fn is_patch(id: &str) -> impl Fn(&Received) -> bool + '_ {
 
 fn is_post(id: &str) -> impl Fn(&Received) -> bool + '_ {
     move |r| r.method == "POST" && r.path == "/transfers" && r.json["transferId"] == id
+}
+
+/// Only what arrived at or after `t0` (the payee keeps its record: it needs
+/// the prepare to address its fulfil).
+fn since<'a>(
+    t0: std::time::Instant,
+    wanted: impl Fn(&Received) -> bool + 'a,
+) -> impl Fn(&Received) -> bool + 'a {
+    move |r| r.at >= t0 && wanted(r)
 }
 
 fn code(r: &Received) -> String {
@@ -225,16 +239,26 @@ async fn commit_flow(backend: Backend) {
     let again = expect(&s.payer, "the current state", is_put(&id)).await;
     assert_eq!(again.json["transferState"], "COMMITTED");
     // A duplicate fulfil: the payee gets the current state, nothing moves twice.
-    s.payee.clear();
+    let fulfil = s
+        .payee
+        .sent()
+        .into_iter()
+        .find(|sent| sent.method == "PUT" && sent.url.ends_with(&format!("/transfers/{id}")))
+        .expect("the payee's fulfil");
+    let t0 = std::time::Instant::now();
     let (status, _) = s
         .payee
-        .send_fulfil(&id, &prepare.fulfilment, "COMMITTED")
+        .send_json(
+            "PUT",
+            &format!("/transfers/{id}"),
+            &fulfil.body,
+            Some("payerfsp"),
+        )
         .await;
     assert_eq!(status, 200);
-    expect(&s.payee, "the current state", |r| {
-        is_put(&id)(r) || is_error(&id)(r)
-    })
-    .await;
+    let state = expect(&s.payee, "the current state", since(t0, is_put(&id))).await;
+    assert_eq!(state.json["transferState"], "COMMITTED");
+    expect_nothing(&s.payee, "an error", since(t0, is_error(&id))).await;
     assert_eq!(s.position("payeefsp").await, "-100.5");
     s.finish().await;
 }
@@ -302,16 +326,24 @@ async fn reject_flow(backend: Backend) {
     expect_nothing(&s.payer, "a commit", is_put(&id)).await;
     assert_eq!(s.position("payerfsp").await, "0");
     // A second, different error from the payee is refused with 3106.
-    s.payee.clear();
+    let t0 = std::time::Instant::now();
     s.payee.send_error(&id, "5101", "changed my mind").await;
-    let modified = expect(&s.payee, "3106", is_error(&id)).await;
+    let modified = expect(&s.payee, "3106", since(t0, is_error(&id))).await;
     assert_eq!(code(&modified), "3106");
     // A fulfil after the abort is refused and moves nothing.
-    s.payee.clear();
+    let t0 = std::time::Instant::now();
     s.payee
         .send_fulfil(&id, &prepare.fulfilment, "COMMITTED")
         .await;
-    let refused = expect(&s.payee, "a refusal", is_error(&id)).await;
+    let refused = expect(&s.payee, "a refusal", since(t0, is_error(&id))).await;
+    assert!(
+        refused.json["errorInformation"]["errorDescription"]
+            .as_str()
+            .unwrap_or("")
+            .contains("not RESERVED"),
+        "{:?}",
+        refused.json
+    );
     assert_eq!(code(&refused), "3100");
     assert_eq!(s.position("payeefsp").await, "0");
     s.finish().await;
@@ -400,11 +432,12 @@ async fn timeouts(backend: Backend) {
         "expiry acted within about a second: {waited:?}"
     );
     assert_eq!(s.position("payerfsp").await, "0");
-    s.payee.clear();
+    let t0 = std::time::Instant::now();
     s.payee
         .send_fulfil(&id, &prepare.fulfilment, "COMMITTED")
         .await;
-    assert_eq!(code(&expect(&s.payee, "3303", is_error(&id)).await), "3303");
+    let late = expect(&s.payee, "3303", since(t0, is_error(&id))).await;
+    assert_eq!(code(&late), "3303", "{:?}", late.json);
     assert_eq!(s.position("payeefsp").await, "0");
 
     // GET of an expired transfer answers ABORTED, not an error.
@@ -463,7 +496,7 @@ async fn prepare_refusals(backend: Backend) {
         "4001"
     );
 
-    let cases: Vec<(&str, Box<dyn Fn(&mut Value)>)> = vec![
+    let cases: Vec<(&str, BodyChange)> = vec![
         (
             "unknown payee",
             Box::new(|b: &mut Value| b["payeeFsp"] = json!("nobody")),
@@ -605,7 +638,7 @@ async fn header_and_schema_errors(backend: Backend) {
         }
         headers
     };
-    let cases: Vec<(Vec<(String, Option<String>)>, Vec<u8>, u16, &str)> = vec![
+    let cases: Vec<(Headers, Vec<u8>, u16, &str)> = vec![
         (good(&[("content-type", None)]), body.clone(), 400, "3102"),
         (
             good(&[("content-type", Some("application/json"))]),
@@ -865,6 +898,7 @@ async fn bad_input(backend: Backend) {
     }
     let mut missing = headers.clone();
     missing.retain(|(name, _)| name != "fspiop-source");
+    missing.push(("fspiop-source".to_string(), None));
     let (status, _) = s
         .payer
         .send_raw("POST", "/transfers", missing, valid.clone())
@@ -914,15 +948,21 @@ async fn crash_in_traffic(backend: Backend) {
     let payer = std::sync::Arc::new(payer);
     let mut sent = Vec::new();
     let mut in_flight = Vec::new();
-    for _ in 0..120 {
+    for round in 0..120 {
         let prepare = payer.prepare("payeefsp", "1", "USD", Duration::from_secs(3));
         sent.push(prepare.transfer_id.clone());
         let payer = payer.clone();
         in_flight.push(tokio::spawn(
             async move { payer.send_prepare(&prepare).await },
         ));
-        if sent.len() == 80 {
-            tokio::time::sleep(Duration::from_millis(30)).await;
+        if round == 60 {
+            // Let part of the traffic land before the crash.
+            for _ in 0..100 {
+                if db.rows(LATEST_STATES).len() >= 20 {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
         }
     }
     switch.kill();
@@ -967,12 +1007,12 @@ async fn crash_in_traffic(backend: Backend) {
     assert_ledger_ok(&db.url);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_in_traffic_sqlite() {
     crash_in_traffic(Backend::Sqlite).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_in_traffic_mariadb() {
     crash_in_traffic(Backend::MySql).await;
 }

@@ -232,13 +232,14 @@ impl Handler<Prepare> for TransferActor {
         }
         let services = self.services.clone();
         let transfer = prepare.transfer.clone();
+        let source = prepare.source.clone();
         let work = async move {
             let payer = services.participants.get(&transfer.payer_fsp).await?;
             let payee = services.participants.get(&transfer.payee_fsp).await?;
             let now = (services.clock)();
             let checked = rules::validate_prepare(
                 &transfer,
-                &prepare.source,
+                &source,
                 payer.as_deref(),
                 payee.as_deref(),
                 now,
@@ -267,9 +268,11 @@ impl Handler<Prepare> for TransferActor {
         };
         let forward = prepare.forward;
         ctx.wait(work.into_actor(self).map(move |ended, actor, ctx| {
+            // Refusals go to the sender (FSPIOP-Source): for an invalid
+            // prepare that need not be the payerFsp the body names.
             let (record, payer, payee) = {
                 let t = &prepare.transfer;
-                (t.clone(), t.payer_fsp.clone(), t.payee_fsp.clone())
+                (t.clone(), prepare.source.clone(), t.payee_fsp.clone())
             };
             let final_state = match &ended {
                 Ok(PrepareEnd::Invalid(_)) => state::INVALID,

@@ -204,7 +204,7 @@ fn text<'a>(
 
 /// Strips `application/vnd.interoperability.{resource}+json` (ASCII case
 /// insensitive) from the start of `entry`, returning the rest.
-fn strip_media<'a>(resource: Resource, entry: &'a str) -> Option<&'a str> {
+fn strip_media(resource: Resource, entry: &str) -> Option<&str> {
     let name = resource.media_name();
     let len = MEDIA_PREFIX.len() + name.len() + MEDIA_SUFFIX.len();
     let head = entry.get(..len)?;
