@@ -230,10 +230,16 @@ async fn fire_expired(timers: Arc<dyn Timers>, transfers: Arc<TransferDirectory>
         interval.tick().await;
         let now = system_clock_ms();
         for id in timers.take_due(now, EXPIRIES_PER_TICK_MAX) {
-            if transfers.get(&id).try_send(Expire).is_err() {
-                // Its mailbox is full: try again on a later tick.
-                timers.schedule(&id, now + tick.as_millis() as i64);
-            }
+            let addr = transfers.get(&id);
+            let timers = timers.clone();
+            let retry_at = now + tick.as_millis() as i64;
+            actix_web::rt::spawn(async move {
+                // Not delivered (mailbox full, or the actor was stopping):
+                // try again on a later tick. The actor re-arms on failures.
+                if addr.send(Expire).await.is_err() {
+                    timers.schedule(&id, retry_at);
+                }
+            });
         }
     }
 }

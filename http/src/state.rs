@@ -34,6 +34,9 @@ pub struct AppState {
     pub started_at: chrono::DateTime<chrono::Utc>,
 }
 
+/// Deliveries of one message to a transfer's actor at most (see `ask_transfer`).
+const TRANSFER_ATTEMPTS_MAX: u32 = 3;
+
 fn unanswered(error: AskError) -> ApiError {
     match error {
         AskError::Timeout(_) => ApiError::new(
@@ -46,16 +49,25 @@ fn unanswered(error: AskError) -> ApiError {
 
 impl AppState {
     /// Sends a message to the actor of transfer `id` and waits for its durable answer.
+    ///
+    /// A transfer actor stops once its transfer is final; a message that was
+    /// still in its mailbox then was never handled, and is sent again to the
+    /// fresh actor (which reloads the record and sees, say, a duplicate).
     pub async fn ask_transfer<M>(&self, id: &str, message: M) -> ApiResult<()>
     where
-        M: actix::Message<Result = Result<(), FspiopError>> + Send + 'static,
+        M: actix::Message<Result = Result<(), FspiopError>> + Clone + Send + 'static,
         TransferActor: actix::Handler<M>,
     {
-        let addr = self.transfers.get(&id.to_string());
         let timeout = Duration::from_millis(self.config.actor_reply_timeout_ms);
-        match ask(&addr, message, timeout).await {
-            Ok(answer) => answer.map_err(ApiError::from),
-            Err(error) => Err(unanswered(error)),
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            let addr = self.transfers.get(&id.to_string());
+            match ask(&addr, message.clone(), timeout).await {
+                Ok(answer) => return answer.map_err(ApiError::from),
+                Err(AskError::Gone) if attempts < TRANSFER_ATTEMPTS_MAX => continue,
+                Err(error) => return Err(unanswered(error)),
+            }
         }
     }
 

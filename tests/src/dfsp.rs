@@ -94,6 +94,17 @@ pub struct Sent {
     pub error: Option<String>,
 }
 
+/// The fulfilment a simulator payee produces for a packet: HMAC over the
+/// packet for ILP v1, over the packet's data for ILP v4.
+pub fn fulfilment_of(secret: &[u8], packet: &str) -> String {
+    match ilp::decode_packet(packet) {
+        Ok(decoded) if decoded.version == 4 => {
+            ilp::b64url_encode(&ilp::hmac_sha256(secret, &decoded.data))
+        }
+        _ => ilp::fulfilment_for(secret, packet),
+    }
+}
+
 /// A transfer prepared by the payer side.
 #[derive(Debug, Clone)]
 pub struct Prepare {
@@ -519,6 +530,18 @@ impl Dfsp {
         currency: &str,
         expires_in: Duration,
     ) -> Prepare {
+        self.prepare_with_ilp(payee, amount, currency, expires_in, 1)
+    }
+
+    /// As [`Dfsp::prepare`], with an ILP v1 or v4 packet (`ilp_version` 1 or 4).
+    pub fn prepare_with_ilp(
+        &self,
+        payee: &str,
+        amount: &str,
+        currency: &str,
+        expires_in: Duration,
+        ilp_version: u8,
+    ) -> Prepare {
         let transfer_id = uuid::Uuid::new_v4().to_string();
         let transaction = json!({
             "transactionId": uuid::Uuid::new_v4().to_string(),
@@ -529,15 +552,30 @@ impl Dfsp {
             "transactionType": {"scenario": "TRANSFER", "initiator": "PAYER", "initiatorType": "CONSUMER"},
         });
         let data = ilp::b64url_encode(transaction.to_string().as_bytes());
-        let ilp_packet = ilp::encode_v1(
-            ilp_amount(amount),
-            &format!("g.{payee}.msisdn.{PAYEE_MSISDN}"),
-            data.as_bytes(),
-        );
-        let fulfilment = ilp::fulfilment_for(SECRET, &ilp_packet);
-        let condition = ilp::condition_of_fulfilment(&fulfilment).expect("32-byte fulfilment");
+        let address = format!("g.{payee}.msisdn.{PAYEE_MSISDN}");
         let expiration =
             Utc::now() + chrono::Duration::from_std(expires_in).unwrap_or(chrono::Duration::zero());
+        let (ilp_packet, fulfilment) = if ilp_version == 4 {
+            // v4 carries the condition inside the packet, so the fulfilment
+            // is keyed on the data (the transaction) instead of the packet.
+            let fulfilment = ilp::b64url_encode(&ilp::hmac_sha256(SECRET, data.as_bytes()));
+            let condition = ilp::condition_of_fulfilment(&fulfilment).expect("32-byte fulfilment");
+            let mut condition_bytes = [0u8; 32];
+            condition_bytes.copy_from_slice(&ilp::b64url_decode(&condition).expect("base64url"));
+            let packet = ilp::encode_v4_prepare(
+                ilp_amount(amount),
+                expiration,
+                condition_bytes,
+                &address,
+                data.as_bytes(),
+            );
+            (packet, fulfilment)
+        } else {
+            let packet = ilp::encode_v1(ilp_amount(amount), &address, data.as_bytes());
+            let fulfilment = ilp::fulfilment_for(SECRET, &packet);
+            (packet, fulfilment)
+        };
+        let condition = ilp::condition_of_fulfilment(&fulfilment).expect("32-byte fulfilment");
         let body = json!({
             "transferId": transfer_id,
             "payerFsp": self.shared.name,
@@ -776,15 +814,15 @@ async fn act_as_payee(shared: Arc<Shared>, rule: Rule, prepare: Received) {
         Rule::Silent => return,
         Rule::Fulfil => (
             format!("/transfers/{transfer_id}"),
-            fulfil(ilp::fulfilment_for(SECRET, &packet), "COMMITTED"),
+            fulfil(fulfilment_of(SECRET, &packet), "COMMITTED"),
         ),
         Rule::FulfilReserved => (
             format!("/transfers/{transfer_id}"),
-            fulfil(ilp::fulfilment_for(SECRET, &packet), "RESERVED"),
+            fulfil(fulfilment_of(SECRET, &packet), "RESERVED"),
         ),
         Rule::WrongFulfilment => (
             format!("/transfers/{transfer_id}"),
-            fulfil(ilp::fulfilment_for(b"not the secret", &packet), "COMMITTED"),
+            fulfil(fulfilment_of(b"not the secret", &packet), "COMMITTED"),
         ),
         Rule::Reject(code) => (
             format!("/transfers/{transfer_id}/error"),

@@ -219,6 +219,31 @@ async fn commit_flow(backend: Backend) {
     expect_nothing(&s.payer, "an error", is_error(&id)).await;
     assert_eq!(s.position("payerfsp").await, "100.5");
     assert_eq!(s.position("payeefsp").await, "-100.5");
+    // The operator API decodes the transaction carried in the ILP packet.
+    let (status, transaction) = s.switch.get(&format!("/transactions/{id}")).await;
+    assert_eq!(status, 200, "{transaction}");
+    assert_eq!(
+        transaction["amount"],
+        json!({"amount": "100.5", "currency": "USD"})
+    );
+    assert_eq!(transaction["payee"]["partyIdInfo"]["fspId"], "payeefsp");
+
+    // The same with an ILP v4 packet.
+    let v4 = s
+        .payer
+        .prepare_with_ilp("payeefsp", "0.5", "USD", Duration::from_secs(30), 4);
+    assert_eq!(s.payer.send_prepare(&v4).await.0, 202);
+    let committed_v4 = expect(&s.payer, "the v4 commit", is_put(&v4.transfer_id)).await;
+    assert_eq!(committed_v4.json["transferState"], "COMMITTED");
+    let (status, transaction) = s
+        .switch
+        .get(&format!("/transactions/{}", v4.transfer_id))
+        .await;
+    assert_eq!(
+        (status, transaction["amount"]["amount"].clone()),
+        (200, json!("0.5"))
+    );
+    assert_eq!(s.position("payeefsp").await, "-101");
 
     // GET from payer and payee: the hub answers from its own record.
     s.payer.clear();
@@ -259,7 +284,7 @@ async fn commit_flow(backend: Backend) {
     let state = expect(&s.payee, "the current state", since(t0, is_put(&id))).await;
     assert_eq!(state.json["transferState"], "COMMITTED");
     expect_nothing(&s.payee, "an error", since(t0, is_error(&id))).await;
-    assert_eq!(s.position("payeefsp").await, "-100.5");
+    assert_eq!(s.position("payeefsp").await, "-101");
     s.finish().await;
 }
 
@@ -1015,4 +1040,61 @@ async fn crash_in_traffic_sqlite() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_in_traffic_mariadb() {
     crash_in_traffic(Backend::MySql).await;
+}
+
+/// A payee whose callback URL does not answer: delivery is retried, then
+/// counted as failed and visible on the operator API; the transfer later
+/// expires and the payer's reservation comes back.
+#[tokio::test]
+async fn callback_failures_are_visible() {
+    let s = scene(
+        Backend::Sqlite,
+        &[("MOJASWITCH_CALLBACK_TIMEOUT_MS", "500")],
+    )
+    .await;
+    let dead = format!("http://127.0.0.1:{}", switch_tests::free_port());
+    let (status, body) = s
+        .switch
+        .post(
+            "/participants/payeefsp/endpoints",
+            json!({"type": "FSPIOP_CALLBACK_URL_TRANSFER_POST", "value": format!("{dead}/transfers")}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let prepare = s
+        .payer
+        .prepare("payeefsp", "5", "USD", Duration::from_secs(4));
+    assert_eq!(s.payer.send_prepare(&prepare).await.0, 202);
+    let mut stats = Value::Null;
+    for _ in 0..60 {
+        stats = s.switch.get("/participants/payeefsp/callbacks").await.1;
+        if stats["failed"].as_u64().unwrap_or(0) >= 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(stats["failed"], 1, "{stats}");
+    assert_eq!(stats["retried"], 3, "{stats}");
+    assert!(
+        stats["lastError"].as_str().unwrap_or("").contains(&dead),
+        "{stats}"
+    );
+    let expired = expect(&s.payer, "3303", is_error(&prepare.transfer_id)).await;
+    assert_eq!(code(&expired), "3303");
+    assert_eq!(s.position("payerfsp").await, "0");
+    let metrics = s
+        .switch
+        .client
+        .get(s.switch.operator("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(
+        metrics.contains(r#"mojaswitch_callbacks_total{endpoint_type="FSPIOP_CALLBACK_URL_TRANSFER_POST",outcome="failed"} 1"#),
+        "{metrics}"
+    );
+    s.finish().await;
 }

@@ -72,7 +72,7 @@ type Answer = oneshot::Sender<Result<(), FspiopError>>;
 type Reply = ResponseFuture<Result<(), FspiopError>>;
 
 /// POST /transfers.
-#[derive(Debug, Message)]
+#[derive(Debug, Clone, Message)]
 #[rtype(result = "Result<(), FspiopError>")]
 pub struct Prepare {
     pub transfer: NewTransfer,
@@ -81,17 +81,17 @@ pub struct Prepare {
 }
 
 /// PUT /transfers/{ID}.
-#[derive(Debug, Message)]
+#[derive(Debug, Clone, Message)]
 #[rtype(result = "Result<(), FspiopError>")]
 pub struct Fulfil(pub FulfilMessage);
 
 /// PUT /transfers/{ID}/error.
-#[derive(Debug, Message)]
+#[derive(Debug, Clone, Message)]
 #[rtype(result = "Result<(), FspiopError>")]
 pub struct PayeeError(pub ErrorMessage);
 
 /// GET /transfers/{ID}.
-#[derive(Debug, Message)]
+#[derive(Debug, Clone, Message)]
 #[rtype(result = "Result<(), FspiopError>")]
 pub struct Get {
     pub source: String,
@@ -99,7 +99,7 @@ pub struct Get {
 }
 
 /// The expiry timer fired.
-#[derive(Debug, Message)]
+#[derive(Debug, Clone, Message)]
 #[rtype(result = "Result<(), FspiopError>")]
 pub struct Expire;
 
@@ -515,6 +515,8 @@ impl TransferActor {
         );
         ctx.wait(reverse.into_actor(self).map(move |reversed, actor, ctx| {
             if let Err(failure) = reversed {
+                // Try again later: the timer must not be lost.
+                actor.schedule_expiry();
                 let _ = answer.send(Err(failure));
                 ctx.stop();
                 return;

@@ -254,11 +254,30 @@ pub async fn create_settlement_model(
     Ok(HttpResponse::Created().finish())
 }
 
-/// `GET /transactions/{id}`: the decoded ILP packet of a transfer. Transfers
-/// arrive with the FSPIOP transfers issue; until then no id can be known.
-pub async fn get_transaction(id: web::Path<String>) -> ApiResult<HttpResponse> {
-    Err(ApiError::new(
-        ErrorCode::TransferIdNotFound,
-        format!("transfer {id} does not exist"),
-    ))
+/// `GET /transactions/{id}`: the transaction object carried in a transfer's
+/// ILP packet (ILP v4 and v1 are both decoded), as the reference hub's
+/// `GetTransactionResponse`.
+pub async fn get_transaction(
+    state: web::Data<AppState>,
+    id: web::Path<String>,
+) -> ApiResult<HttpResponse> {
+    let record = state.store.transfer(&id).await?.ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::TransferIdNotFound,
+            format!("transfer {id} does not exist"),
+        )
+    })?;
+    let decoded = crate::ilp::decode_packet(&record.transfer.ilp_packet).map_err(|e| {
+        ApiError::new(
+            ErrorCode::GenericValidationError,
+            format!("the transfer's ILP packet cannot be decoded: {e}"),
+        )
+    })?;
+    let transaction = decoded.transaction.ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::GenericValidationError,
+            "the transfer's ILP packet carries no transaction object",
+        )
+    })?;
+    Ok(HttpResponse::Ok().json(transaction))
 }
