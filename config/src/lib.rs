@@ -55,6 +55,8 @@ pub struct Config {
     pub actor_threads: usize,
     /// Messages a transfer actor may have queued.
     pub transfer_mailbox_capacity: usize,
+    /// Transfers in flight (live transfer actors) at most; beyond it new prepares are refused with 2003.
+    pub transfers_in_flight_max: usize,
     /// Decided position changes waiting for durability, per position; beyond it the edge sheds load (2003).
     pub position_pending_max: usize,
     /// Ledger writes merged into one database transaction at most.
@@ -97,6 +99,7 @@ impl Default for Config {
             shutdown_timeout_ms: 10_000,
             actor_threads: 2,
             transfer_mailbox_capacity: 64,
+            transfers_in_flight_max: 100_000,
             position_pending_max: 20_000,
             batch_writes_max: 1_000,
             writer_queue_capacity: 10_000,
@@ -224,7 +227,11 @@ impl Config {
         if self.actor_reply_timeout_ms == 0 {
             return bad("actor_reply_timeout_ms", "must be positive");
         }
-        let positive: [(&str, u64); 10] = [
+        let positive: [(&str, u64); 11] = [
+            (
+                "transfers_in_flight_max",
+                self.transfers_in_flight_max as u64,
+            ),
             ("actor_threads", self.actor_threads as u64),
             (
                 "transfer_mailbox_capacity",

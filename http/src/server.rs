@@ -147,6 +147,7 @@ async fn run(
         metrics.clone(),
     );
     let participants = ParticipantCache::new(store.clone());
+    let transfers_live = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let timers: Arc<dyn Timers> = Arc::new(LocalTimers::default());
     let services = Arc::new(TransferServices {
         store: store.clone(),
@@ -161,6 +162,7 @@ async fn run(
         },
         position_timeout: Duration::from_millis(config.actor_reply_timeout_ms),
         clock: system_clock_ms,
+        live: transfers_live.clone(),
     });
     let transfers = Arc::new(transfer_directory(
         shards.clone(),
@@ -180,6 +182,7 @@ async fn run(
         store,
         positions,
         transfers,
+        transfers_live,
         participants,
         endpoints,
         notifier,

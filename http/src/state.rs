@@ -25,6 +25,8 @@ pub struct AppState {
     pub store: Store,
     pub positions: Arc<PositionDirectory>,
     pub transfers: Arc<TransferDirectory>,
+    /// Live transfer actors (see `transfers_in_flight_max`).
+    pub transfers_live: Arc<std::sync::atomic::AtomicUsize>,
     pub participants: ParticipantCache,
     pub endpoints: EndpointCache,
     pub notifier: HttpNotifier,

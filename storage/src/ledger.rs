@@ -205,17 +205,10 @@ impl Store {
         })
         .await
     }
-
-    /// Writes one batch of ledger changes in a single transaction.
-    pub async fn apply(&self, write: LedgerWrite) -> Result<()> {
-        if write.is_empty() {
-            return Ok(());
-        }
-        self.run(move |pool| async move { apply_in_transaction(&pool, write).await })
-            .await
-    }
 }
 
+/// Writes one batch of ledger changes in a single transaction (the batch
+/// writer is the only caller: every ledger write goes through it).
 pub(crate) async fn apply_in_transaction(pool: &AnyPool, write: LedgerWrite) -> Result<()> {
     let now = now_text();
     let mut tx = pool.begin().await?;

@@ -1098,3 +1098,48 @@ async fn callback_failures_are_visible() {
     );
     s.finish().await;
 }
+
+/// Load is shed at the edge: beyond `transfers_in_flight_max` live transfers
+/// a new prepare is refused synchronously with 2003 (HTTP 503) and nothing is
+/// recorded; transfers already in flight still finish.
+#[tokio::test]
+async fn in_flight_limit_sheds_new_prepares() {
+    let s = scene(
+        Backend::Sqlite,
+        &[("MOJASWITCH_TRANSFERS_IN_FLIGHT_MAX", "2")],
+    )
+    .await;
+    s.payee.set_rule(Rule::Silent);
+    let first = s
+        .payer
+        .prepare("payeefsp", "1", "USD", Duration::from_secs(30));
+    let second = s
+        .payer
+        .prepare("payeefsp", "1", "USD", Duration::from_secs(30));
+    assert_eq!(s.payer.send_prepare(&first).await.0, 202);
+    assert_eq!(s.payer.send_prepare(&second).await.0, 202);
+    let third = s
+        .payer
+        .prepare("payeefsp", "1", "USD", Duration::from_secs(30));
+    let (status, body) = s.payer.send_prepare(&third).await;
+    assert_eq!(
+        (status, body["errorInformation"]["errorCode"].clone()),
+        (503, json!("2003")),
+        "{body}"
+    );
+    assert_eq!(s.position("payerfsp").await, "2");
+    // The transfers in flight can still be fulfilled.
+    s.payee
+        .send_fulfil(&first.transfer_id, &first.fulfilment, "COMMITTED")
+        .await;
+    expect(&s.payer, "the commit", is_put(&first.transfer_id)).await;
+    let (_, unknown) = s
+        .switch
+        .get(&format!("/transactions/{}", third.transfer_id))
+        .await;
+    assert_eq!(
+        unknown["errorInformation"]["errorCode"], "3208",
+        "nothing recorded"
+    );
+    s.finish().await;
+}

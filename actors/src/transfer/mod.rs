@@ -11,6 +11,7 @@
 
 pub mod rules;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -47,6 +48,8 @@ pub struct TransferServices {
     pub position_timeout: Duration,
     /// Milliseconds since the epoch; injected so tests control time.
     pub clock: fn() -> i64,
+    /// Live transfer actors, for the in-flight limit at the edge.
+    pub live: Arc<AtomicUsize>,
 }
 
 pub type TransferDirectory = Directory<String, TransferActor>;
@@ -113,6 +116,7 @@ impl Actor for TransferActor {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        self.services.live.fetch_add(1, Ordering::Relaxed);
         let store = self.services.store.clone();
         let id = self.id.clone();
         ctx.wait(
@@ -126,6 +130,10 @@ impl Actor for TransferActor {
                     }
                 }),
         );
+    }
+
+    fn stopped(&mut self, _ctx: &mut Self::Context) {
+        self.services.live.fetch_sub(1, Ordering::Relaxed);
     }
 }
 
