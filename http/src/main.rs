@@ -85,6 +85,10 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let Err(error) = tracing_subscriber::EnvFilter::try_new(&config.log_level) {
+        eprintln!("mojaswitch: configuration error: bad value for `log_level`: {error}");
+        return ExitCode::from(2);
+    }
     init_logging(&config);
     let outcome = match cli.command.unwrap_or(Command::Serve) {
         Command::Serve => server::serve(config).map_err(anyhow::Error::from),

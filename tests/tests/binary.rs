@@ -15,6 +15,7 @@ fn bad_configuration_exits_before_opening_a_port() {
         ("MOJASWITCH_NO_SUCH_KEY", "1", "no_such_key"),
         ("MOJASWITCH_DATABASE_URL", "postgres://x", "database_url"),
         ("MOJASWITCH_REDIS_URL", "http://x", "redis_url"),
+        ("MOJASWITCH_LOG_LEVEL", "info,[", "log_level"),
     ];
     for (key, value, named) in cases {
         let output = command(&db.url)
