@@ -61,6 +61,34 @@ pub enum Notification {
         error: FspiopError,
         content_version: String,
     },
+    /// A DFSP's message on another resource, passed on unchanged.
+    Route(Routed),
+    /// The hub's own error callback on another resource: `PUT {path}` at
+    /// the recipient's `endpoint_type` base URL.
+    RouteError {
+        to: String,
+        endpoint_type: &'static str,
+        /// e.g. `/quotes/{ID}/error`.
+        path: String,
+        /// The media type resource name, e.g. `quotes`.
+        resource: &'static str,
+        error: FspiopError,
+        content_version: String,
+    },
+}
+
+/// A message routed between two DFSPs through a resource whose endpoint is
+/// a base URL (quotes, bulk quotes, transaction requests, authorizations,
+/// transactions): the far side gets it at base URL + `path`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Routed {
+    pub to: String,
+    /// The endpoint type whose URL is the base, e.g. FSPIOP_CALLBACK_URL_QUOTES.
+    pub endpoint_type: &'static str,
+    pub method: &'static str,
+    /// Path and query to append, e.g. `/quotes/{ID}/error`.
+    pub path: String,
+    pub message: ForwardedMessage,
 }
 
 /// Delivers notifications. Must not block: it queues and returns.

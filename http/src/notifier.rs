@@ -165,7 +165,9 @@ fn recipient(notification: &Notification) -> &str {
     match notification {
         Notification::Forward { to, .. }
         | Notification::State { to, .. }
-        | Notification::Error { to, .. } => to,
+        | Notification::Error { to, .. }
+        | Notification::RouteError { to, .. } => to,
+        Notification::Route(routed) => &routed.to,
     }
 }
 
@@ -174,12 +176,19 @@ fn endpoint_type(notification: &Notification) -> &'static str {
         Notification::Forward { endpoint, .. } => *endpoint,
         Notification::State { .. } => TransferEndpoint::Put,
         Notification::Error { .. } => TransferEndpoint::Error,
+        Notification::Route(routed) => return routed.endpoint_type,
+        Notification::RouteError { endpoint_type, .. } => return endpoint_type,
     };
     match endpoint {
         TransferEndpoint::Post => "FSPIOP_CALLBACK_URL_TRANSFER_POST",
         TransferEndpoint::Put => "FSPIOP_CALLBACK_URL_TRANSFER_PUT",
         TransferEndpoint::Error => "FSPIOP_CALLBACK_URL_TRANSFER_ERROR",
     }
+}
+
+/// A base URL (as registered, maybe with a trailing slash) plus a path.
+fn join_base(base: &str, path: &str) -> String {
+    format!("{}{path}", base.trim_end_matches('/'))
 }
 
 /// A callback ready to send.
@@ -279,6 +288,38 @@ impl Delivery {
                 method: reqwest::Method::PUT,
                 url: render(&template, &[("transferId", transfer_id), ("fsp", to)]),
                 headers: hub_headers(transfer_id, "PUT", "/error", content_version),
+                body: bytes::Bytes::from(error_body(error).to_string()),
+            }),
+            Notification::Route(routed) => Ok(Rendered {
+                method: reqwest::Method::from_bytes(routed.method.as_bytes())
+                    .map_err(|e| e.to_string())?,
+                url: join_base(&render(&template, &[("fsp", to)]), &routed.path),
+                headers: routed.message.headers.clone(),
+                body: routed.message.body.clone(),
+            }),
+            Notification::RouteError {
+                path,
+                resource,
+                error,
+                content_version,
+                ..
+            } => Ok(Rendered {
+                method: reqwest::Method::PUT,
+                url: join_base(&render(&template, &[("fsp", to)]), path),
+                headers: vec![
+                    (
+                        "content-type".to_string(),
+                        format!(
+                            "application/vnd.interoperability.{resource}+json;version={}",
+                            version_of(content_version)
+                        ),
+                    ),
+                    ("date".to_string(), rfc1123_now()),
+                    ("fspiop-source".to_string(), self.hub_name.clone()),
+                    ("fspiop-destination".to_string(), to.to_string()),
+                    ("fspiop-http-method".to_string(), "PUT".to_string()),
+                    ("fspiop-uri".to_string(), path.clone()),
+                ],
                 body: bytes::Bytes::from(error_body(error).to_string()),
             }),
         }

@@ -46,6 +46,8 @@ pub struct Received {
     pub method: String,
     /// The path without the query string.
     pub path: String,
+    /// The query string, without `?` (empty when there is none).
+    pub query: String,
     /// Lower-case names; repeated headers joined with ", ".
     pub headers: BTreeMap<String, String>,
     pub body: Vec<u8>,
@@ -778,6 +780,7 @@ async fn handle(
     let received = Received {
         method: method.clone(),
         path: req.path().to_string(),
+        query: req.query_string().to_string(),
         headers,
         json: serde_json::from_slice(&body).unwrap_or(Value::Null),
         body: body.to_vec(),

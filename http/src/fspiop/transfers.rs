@@ -45,7 +45,7 @@ const FORWARDED_HEADERS: &[&str] = &[
     "x-forwarded-for",
 ];
 
-fn forwarded(request: &HttpRequest, body: &web::Bytes) -> ForwardedMessage {
+pub fn forwarded(request: &HttpRequest, body: &web::Bytes) -> ForwardedMessage {
     let headers = request
         .headers()
         .iter()
