@@ -63,32 +63,42 @@ pub enum Notification {
     },
     /// A DFSP's message on another resource, passed on unchanged.
     Route(Routed),
-    /// The hub's own error callback on another resource: `PUT {path}` at
-    /// the recipient's `endpoint_type` base URL.
-    RouteError {
-        to: String,
-        endpoint_type: &'static str,
-        /// e.g. `/quotes/{ID}/error`.
-        path: String,
-        /// The media type resource name, e.g. `quotes`.
-        resource: &'static str,
-        error: FspiopError,
-        content_version: String,
-    },
+    /// The hub's own message on another resource.
+    Hub(HubMessage),
 }
 
-/// A message routed between two DFSPs through a resource whose endpoint is
-/// a base URL (quotes, bulk quotes, transaction requests, authorizations,
-/// transactions): the far side gets it at base URL + `path`.
+/// Where a routed message goes: the recipient's endpoint of a type, its
+/// `{{placeholders}}` substituted, plus an optional path appended (for types
+/// whose URL is a base, such as FSPIOP_CALLBACK_URL_QUOTES).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Target {
+    pub to: String,
+    pub endpoint_type: &'static str,
+    pub values: Vec<(&'static str, String)>,
+    /// Path and query to append, e.g. `/quotes/{ID}/error`.
+    pub path: Option<String>,
+}
+
+/// A DFSP's message on a resource other than transfers, passed on unchanged.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Routed {
-    pub to: String,
-    /// The endpoint type whose URL is the base, e.g. FSPIOP_CALLBACK_URL_QUOTES.
-    pub endpoint_type: &'static str,
+    pub target: Target,
     pub method: &'static str,
-    /// Path and query to append, e.g. `/quotes/{ID}/error`.
-    pub path: String,
     pub message: ForwardedMessage,
+}
+
+/// A message the hub itself sends on a resource other than transfers (an
+/// error callback, or the answer of a service the hub serves).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HubMessage {
+    pub target: Target,
+    pub method: &'static str,
+    /// FSPIOP-URI of the message, e.g. `/parties/MSISDN/123/error`.
+    pub uri: String,
+    /// The media type resource name, e.g. `parties`.
+    pub resource: &'static str,
+    pub body: bytes::Bytes,
+    pub content_version: String,
 }
 
 /// Delivers notifications. Must not block: it queues and returns.

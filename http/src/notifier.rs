@@ -165,9 +165,9 @@ fn recipient(notification: &Notification) -> &str {
     match notification {
         Notification::Forward { to, .. }
         | Notification::State { to, .. }
-        | Notification::Error { to, .. }
-        | Notification::RouteError { to, .. } => to,
-        Notification::Route(routed) => &routed.to,
+        | Notification::Error { to, .. } => to,
+        Notification::Route(routed) => &routed.target.to,
+        Notification::Hub(message) => &message.target.to,
     }
 }
 
@@ -176,8 +176,8 @@ fn endpoint_type(notification: &Notification) -> &'static str {
         Notification::Forward { endpoint, .. } => *endpoint,
         Notification::State { .. } => TransferEndpoint::Put,
         Notification::Error { .. } => TransferEndpoint::Error,
-        Notification::Route(routed) => return routed.endpoint_type,
-        Notification::RouteError { endpoint_type, .. } => return endpoint_type,
+        Notification::Route(routed) => return routed.target.endpoint_type,
+        Notification::Hub(message) => return message.target.endpoint_type,
     };
     match endpoint {
         TransferEndpoint::Post => "FSPIOP_CALLBACK_URL_TRANSFER_POST",
@@ -186,9 +186,16 @@ fn endpoint_type(notification: &Notification) -> &'static str {
     }
 }
 
-/// A base URL (as registered, maybe with a trailing slash) plus a path.
-fn join_base(base: &str, path: &str) -> String {
-    format!("{}{path}", base.trim_end_matches('/'))
+/// The URL of a target: its template with placeholders substituted, plus
+/// the path appended for base-URL endpoint types.
+fn target_url(template: &str, target: &switch_actors::notify::Target) -> String {
+    let mut values: Vec<(&str, &str)> = target.values.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    values.push(("fsp", target.to.as_str()));
+    let url = render(template, &values);
+    match &target.path {
+        Some(path) => format!("{}{path}", url.trim_end_matches('/')),
+        None => url,
+    }
 }
 
 /// A callback ready to send.
@@ -291,36 +298,30 @@ impl Delivery {
                 body: bytes::Bytes::from(error_body(error).to_string()),
             }),
             Notification::Route(routed) => Ok(Rendered {
-                method: reqwest::Method::from_bytes(routed.method.as_bytes())
-                    .map_err(|e| e.to_string())?,
-                url: join_base(&render(&template, &[("fsp", to)]), &routed.path),
+                method: reqwest::Method::from_bytes(routed.method.as_bytes()).map_err(|e| e.to_string())?,
+                url: target_url(&template, &routed.target),
                 headers: routed.message.headers.clone(),
                 body: routed.message.body.clone(),
             }),
-            Notification::RouteError {
-                path,
-                resource,
-                error,
-                content_version,
-                ..
-            } => Ok(Rendered {
-                method: reqwest::Method::PUT,
-                url: join_base(&render(&template, &[("fsp", to)]), path),
+            Notification::Hub(message) => Ok(Rendered {
+                method: reqwest::Method::from_bytes(message.method.as_bytes()).map_err(|e| e.to_string())?,
+                url: target_url(&template, &message.target),
                 headers: vec![
                     (
                         "content-type".to_string(),
                         format!(
-                            "application/vnd.interoperability.{resource}+json;version={}",
-                            version_of(content_version)
+                            "application/vnd.interoperability.{}+json;version={}",
+                            message.resource,
+                            version_of(&message.content_version)
                         ),
                     ),
                     ("date".to_string(), rfc1123_now()),
                     ("fspiop-source".to_string(), self.hub_name.clone()),
                     ("fspiop-destination".to_string(), to.to_string()),
-                    ("fspiop-http-method".to_string(), "PUT".to_string()),
-                    ("fspiop-uri".to_string(), path.clone()),
+                    ("fspiop-http-method".to_string(), message.method.to_string()),
+                    ("fspiop-uri".to_string(), message.uri.clone()),
                 ],
-                body: bytes::Bytes::from(error_body(error).to_string()),
+                body: message.body.clone(),
             }),
         }
     }

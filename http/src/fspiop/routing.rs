@@ -9,7 +9,7 @@
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::Value;
-use switch_actors::notify::{Notification, Notifier, Routed};
+use switch_actors::notify::{HubMessage, Notification, Notifier, Routed, Target};
 use switch_actors::{ErrorCode, FspiopError};
 
 use super::headers::{self, Resource};
@@ -272,21 +272,30 @@ async fn route_message(
     }
     if let Some(refusal) = destination_refusal(state, route, &outgoing, post_body).await? {
         // Nothing is forwarded; the source learns why by callback.
-        state.notifier.notify(Notification::RouteError {
-            to: outgoing.source.clone(),
-            endpoint_type: route.endpoint_type,
-            path: format!("/{}/{}/error", route.segment, outgoing.id),
+        let path = format!("/{}/{}/error", route.segment, outgoing.id);
+        state.notifier.notify(Notification::Hub(HubMessage {
+            target: Target {
+                to: outgoing.source.clone(),
+                endpoint_type: route.endpoint_type,
+                values: Vec::new(),
+                path: Some(path.clone()),
+            },
+            method: "PUT",
+            uri: path,
             resource: route.resource.media_name(),
-            error: refusal,
+            body: web::Bytes::from(crate::errors::error_body(&refusal).to_string()),
             content_version: outgoing.content_version,
-        });
+        }));
         return Ok(());
     }
     state.notifier.notify(Notification::Route(Routed {
-        to: outgoing.destination,
-        endpoint_type: route.endpoint_type,
+        target: Target {
+            to: outgoing.destination,
+            endpoint_type: route.endpoint_type,
+            values: Vec::new(),
+            path: Some(outgoing.path),
+        },
         method: outgoing.method,
-        path: outgoing.path,
         message: forwarded(request, &bytes),
     }));
     Ok(())
