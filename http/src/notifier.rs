@@ -189,7 +189,11 @@ fn endpoint_type(notification: &Notification) -> &'static str {
 /// The URL of a target: its template with placeholders substituted, plus
 /// the path appended for base-URL endpoint types.
 fn target_url(template: &str, target: &switch_actors::notify::Target) -> String {
-    let mut values: Vec<(&str, &str)> = target.values.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut values: Vec<(&str, &str)> = target
+        .values
+        .iter()
+        .map(|(k, v)| (*k, v.as_str()))
+        .collect();
     values.push(("fsp", target.to.as_str()));
     let url = render(template, &values);
     match &target.path {
@@ -298,13 +302,15 @@ impl Delivery {
                 body: bytes::Bytes::from(error_body(error).to_string()),
             }),
             Notification::Route(routed) => Ok(Rendered {
-                method: reqwest::Method::from_bytes(routed.method.as_bytes()).map_err(|e| e.to_string())?,
+                method: reqwest::Method::from_bytes(routed.method.as_bytes())
+                    .map_err(|e| e.to_string())?,
                 url: target_url(&template, &routed.target),
                 headers: routed.message.headers.clone(),
                 body: routed.message.body.clone(),
             }),
             Notification::Hub(message) => Ok(Rendered {
-                method: reqwest::Method::from_bytes(message.method.as_bytes()).map_err(|e| e.to_string())?,
+                method: reqwest::Method::from_bytes(message.method.as_bytes())
+                    .map_err(|e| e.to_string())?,
                 url: target_url(&template, &message.target),
                 headers: vec![
                     (

@@ -19,6 +19,7 @@
 pub mod amount;
 pub mod check;
 pub mod ledger;
+pub mod lookup;
 pub mod participants;
 pub mod transfers;
 pub mod writer;

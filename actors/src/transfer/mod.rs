@@ -233,11 +233,19 @@ impl Handler<Prepare> for TransferActor {
             self.notify_all(rules::on_duplicate_prepare(
                 existing,
                 &prepare.transfer.prepare_hash,
+                &prepare.source,
             ));
             let _ = answer.send(Ok(()));
             self.stop_if_done(ctx);
             return answered(answer_rx);
         }
+        // Armed before the reservation is asked for: if the answer is lost
+        // (timeout, crash of the actor), the timer still finds the transfer.
+        // A timer for a transfer that never became RESERVED does nothing.
+        self.services.timers.schedule(
+            &prepare.transfer.transfer_id,
+            prepare.transfer.expiration_ms,
+        );
         let services = self.services.clone();
         let transfer = prepare.transfer.clone();
         let source = prepare.source.clone();
@@ -325,8 +333,8 @@ impl Handler<Prepare> for TransferActor {
                 Err(_) => unreachable!("handled above"),
             };
             actor.transfer = Some(transfer);
-            if final_state == state::RESERVED {
-                actor.schedule_expiry();
+            if final_state != state::RESERVED {
+                actor.cancel_expiry();
             }
             let _ = answer.send(Ok(()));
             actor.notify_all(notifications);
@@ -397,6 +405,13 @@ impl Handler<Fulfil> for TransferActor {
                 self.stop_if_done(ctx);
             }
             FulfilAction::Commit { patch } => {
+                // completedTimestamp is optional in a fulfil: the switch's own time stands in.
+                let completed = message.completed_timestamp.clone().unwrap_or_else(|| {
+                    chrono::DateTime::from_timestamp_millis(self.now())
+                        .unwrap_or_default()
+                        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+                        .to_string()
+                });
                 let commit = self.position(
                     &transfer.record.payee_fsp,
                     &transfer.record.currency,
@@ -406,10 +421,7 @@ impl Handler<Fulfil> for TransferActor {
                         fulfilment: NewFulfilment {
                             transfer_id: self.id.clone(),
                             fulfilment: message.fulfilment.clone().unwrap_or_default(),
-                            completed_timestamp: message
-                                .completed_timestamp
-                                .clone()
-                                .unwrap_or_default(),
+                            completed_timestamp: completed.clone(),
                         },
                         hash: Some(hash),
                     },
@@ -424,7 +436,7 @@ impl Handler<Fulfil> for TransferActor {
                     let mut done = transfer;
                     done.state = state::COMMITTED.into();
                     done.fulfilment = message.fulfilment.clone();
-                    done.completed_timestamp = message.completed_timestamp.clone();
+                    done.completed_timestamp = Some(completed);
                     done.fulfil_hash = Some(message.hash.clone());
                     let notifications =
                         rules::after_commit(&done, &message, patch, actor.services.settings);

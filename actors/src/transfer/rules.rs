@@ -233,8 +233,18 @@ pub fn validate_prepare(
 }
 
 /// What to do with a prepare for an id the switch already has (section 3.2).
-pub fn on_duplicate_prepare(transfer: &Transfer, hash: &str) -> Vec<Notification> {
+pub fn on_duplicate_prepare(transfer: &Transfer, hash: &str, source: &str) -> Vec<Notification> {
     let payer = transfer.record.payer_fsp.clone();
+    if source != payer {
+        // Someone else reusing the id learns nothing about the transfer.
+        return vec![transfer.error_to(
+            source,
+            FspiopError::new(
+                ErrorCode::ModifiedRequest,
+                "a transfer with this id already exists",
+            ),
+        )];
+    }
     if transfer.record.prepare_hash != hash {
         return vec![transfer.error_to(
             &payer,

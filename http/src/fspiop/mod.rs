@@ -2,6 +2,7 @@
 //! per resource. Unknown paths get 3002, wrong methods 3000 (405).
 
 pub mod headers;
+pub mod lookup;
 pub mod routing;
 pub mod schema;
 pub mod transfers;
@@ -17,6 +18,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/endpointcache").route(web::delete().to(flush_endpoint_cache)));
     transfers::routes(cfg);
     routing::routes(cfg);
+    lookup::routes(cfg);
 }
 
 /// `DELETE /endpointcache`: forget every cached callback URL, as the reference hub.

@@ -1,6 +1,7 @@
 //! The operator API (port 3001): every path of the central-ledger admin
 //! swagger, with the reference hub's field names, status codes and errors.
 
+pub mod oracles;
 mod participants;
 mod reference;
 
@@ -35,6 +36,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
         web::resource("/transactions/{id}").route(web::get().to(reference::get_transaction)),
     );
     participants::routes(cfg);
+    oracles::routes(cfg);
 }
 
 /// `GET /health` in the reference hub's shape; 502 when a dependency is down.
