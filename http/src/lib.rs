@@ -15,5 +15,6 @@ pub mod json;
 pub mod metrics;
 pub mod notifier;
 pub mod operator;
+pub mod oracle;
 pub mod server;
 pub mod state;

@@ -177,6 +177,7 @@ async fn run(
         transfers.clone(),
         Duration::from_millis(config.expiry_tick_ms),
     ));
+    let oracles = crate::oracle::Oracles::new(store.clone(), io.clone());
     let state = web::Data::new(AppState {
         config: config.clone(),
         store,
@@ -187,6 +188,7 @@ async fn run(
         endpoints,
         notifier,
         schemas,
+        oracles,
         redis,
         metrics,
         started_at: chrono::Utc::now(),

@@ -31,6 +31,7 @@ pub struct AppState {
     pub endpoints: EndpointCache,
     pub notifier: HttpNotifier,
     pub schemas: Arc<Schemas>,
+    pub oracles: crate::oracle::Oracles,
     pub redis: Option<RedisProbe>,
     pub metrics: Metrics,
     pub started_at: chrono::DateTime<chrono::Utc>,

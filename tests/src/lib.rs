@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod dfsp;
+pub mod oracle;
 
 /// How long a switch may take to answer its first health check.
 const START_TIMEOUT: Duration = Duration::from_secs(30);

@@ -268,3 +268,51 @@ async fn oracle_admin_api() {
         json!({"oracleIdType": "NOPE", "endpoint": {"value": "http://x", "endpointType": "URL"}});
     assert_eq!(s.switch.post("/oracles", bad).await.0, 400);
 }
+
+/// An external oracle configured through the admin API serves registrations
+/// and lookups for its party id type; when it is down the requester gets a
+/// clear error callback, quickly.
+#[tokio::test]
+async fn external_oracle() {
+    let s = scene(Backend::Sqlite).await;
+    let oracle = switch_tests::oracle::Oracle::start();
+    let (status, body) = s
+        .switch
+        .post(
+            "/oracles",
+            json!({"oracleIdType": "EMAIL", "endpoint": {"value": oracle.url(), "endpointType": "URL"}, "isDefault": true}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let t0 = std::time::Instant::now();
+    register(&s.payee, "/participants/EMAIL/bob@example.com", "payeefsp").await;
+    expect(&s.payee, "PUT", "/participants/EMAIL/bob@example.com", t0).await;
+    assert_eq!(
+        oracle
+            .owner("/participants/EMAIL/bob@example.com")
+            .as_deref(),
+        Some("payeefsp")
+    );
+    s.payer
+        .send("GET", "/parties/EMAIL/bob@example.com", &[], &[])
+        .await;
+    let asked = expect(&s.payee, "GET", "/parties/EMAIL/bob@example.com", t0).await;
+    assert_eq!(asked.header("fspiop-destination"), Some("payeefsp"));
+    assert!(oracle
+        .calls()
+        .iter()
+        .any(|c| c.starts_with("GET /participants/EMAIL/bob@example.com")));
+    // MSISDN has no external oracle: the built-in one still serves it.
+    register(&s.payee, "/participants/MSISDN/555", "payeefsp").await;
+    expect(&s.payee, "PUT", "/participants/MSISDN/555", t0).await;
+    assert!(oracle.calls().iter().all(|c| !c.contains("MSISDN")));
+    // The oracle goes down: a lookup answers with an error callback, quickly.
+    oracle.stop().await;
+    let t1 = std::time::Instant::now();
+    s.payer
+        .send("GET", "/parties/EMAIL/bob@example.com", &[], &[])
+        .await;
+    let down = expect(&s.payer, "PUT", "/parties/EMAIL/bob@example.com/error", t1).await;
+    assert_eq!(code(&down), "1000", "{:?}", down.json);
+    assert!(down.at.duration_since(t1) < Duration::from_secs(6));
+}

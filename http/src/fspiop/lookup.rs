@@ -2,8 +2,8 @@
 //! oracle when the requester names no destination) and `/participants`
 //! (served by the switch from its built-in oracle).
 //!
-//! External oracles configured through the ALS admin API are stored but not
-//! yet called: every lookup uses the built-in oracle.
+//! The oracle is the built-in one, or an external one configured through the
+//! ALS admin API (see `crate::oracle`).
 
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
@@ -173,16 +173,35 @@ async fn get_party(
         "FSPIOP_CALLBACK_URL_PARTIES_GET",
         "FSPIOP_CALLBACK_URL_PARTIES_SUB_ID_GET",
     );
+    let version = version_text(headers.content_version);
+    let error_type = party.endpoint(
+        "FSPIOP_CALLBACK_URL_PARTIES_PUT_ERROR",
+        "FSPIOP_CALLBACK_URL_PARTIES_SUB_ID_PUT_ERROR",
+    );
+    let tell_requester = |error: FspiopError| {
+        state.notifier.notify(hub_message(
+            &headers.source,
+            error_type,
+            party.values(),
+            format!("{}/error", party.uri("parties")),
+            "parties",
+            error_body(&error),
+            &version,
+        ));
+    };
     let owners = match &headers.destination {
         Some(destination) => vec![destination.clone()],
-        None => {
-            let currency = request
-                .uri()
-                .query()
-                .and_then(|q| q.split('&').find_map(|kv| kv.strip_prefix("currency=")))
-                .unwrap_or_default();
-            state.store.party_owners(party.key(currency)).await?
-        }
+        None => match state
+            .oracles
+            .owners(party.key(&query_currency(&request)))
+            .await
+        {
+            Ok(owners) => owners,
+            Err(error) => {
+                tell_requester(error);
+                return Ok(HttpResponse::Accepted().finish());
+            }
+        },
     };
     let mut reachable = Vec::new();
     for owner in owners {
@@ -204,18 +223,9 @@ async fn get_party(
         }
     }
     if reachable.is_empty() {
-        let error = FspiopError::new(ErrorCode::PartyNotFound, "no FSP serves this party");
-        state.notifier.notify(hub_message(
-            &headers.source,
-            party.endpoint(
-                "FSPIOP_CALLBACK_URL_PARTIES_PUT_ERROR",
-                "FSPIOP_CALLBACK_URL_PARTIES_SUB_ID_PUT_ERROR",
-            ),
-            party.values(),
-            format!("{}/error", party.uri("parties")),
-            "parties",
-            error_body(&error),
-            &version_text(headers.content_version),
+        tell_requester(FspiopError::new(
+            ErrorCode::PartyNotFound,
+            "no FSP serves this party",
         ));
         return Ok(HttpResponse::Accepted().finish());
     }
@@ -350,16 +360,19 @@ async fn get_participant(
     let headers = headers::validate(Resource::Participants, true, request.headers())?;
     let party = Party::from_path(&path)?;
     known_requester(&state, &headers).await?;
-    let owners = state
-        .store
-        .party_owners(party.key(&query_currency(&request)))
-        .await?;
-    let outcome = match owners.first() {
-        Some(fsp) => Ok(json!({ "fspId": fsp })),
-        None => Err(FspiopError::new(
-            ErrorCode::PartyNotFound,
-            "no FSP is registered for this party",
-        )),
+    let outcome = match state
+        .oracles
+        .owners(party.key(&query_currency(&request)))
+        .await
+    {
+        Ok(owners) => match owners.first() {
+            Some(fsp) => Ok(json!({ "fspId": fsp })),
+            None => Err(FspiopError::new(
+                ErrorCode::PartyNotFound,
+                "no FSP is registered for this party",
+            )),
+        },
+        Err(error) => Err(error),
     };
     let version = version_text(headers.content_version);
     state.notifier.notify(participant_answer(
@@ -402,16 +415,13 @@ async fn post_participant(
             "a DFSP may only register identifiers for itself",
         ))
     } else {
-        match state
-            .store
-            .register_party(party.key(&currency), &fsp)
-            .await?
-        {
-            None => Ok(json!({ "fspId": fsp })),
-            Some(owner) => Err(FspiopError::new(
+        match state.oracles.register(party.key(&currency), &fsp).await {
+            Ok(None) => Ok(json!({ "fspId": fsp })),
+            Ok(Some(owner)) => Err(FspiopError::new(
                 ErrorCode::AddPartyInformationError,
                 format!("the party is already registered to {owner}"),
             )),
+            Err(error) => Err(error),
         }
     };
     let version = version_text(headers.content_version);
@@ -433,16 +443,16 @@ async fn delete_participant(
     let party = Party::from_path(&path)?;
     known_requester(&state, &headers).await?;
     let removed = state
-        .store
-        .unregister_party(party.key(&query_currency(&request)), &headers.source)
-        .await?;
-    let outcome = if removed > 0 {
-        Ok(json!({ "fspId": headers.source }))
-    } else {
-        Err(FspiopError::new(
+        .oracles
+        .unregister(party.key(&query_currency(&request)), &headers.source)
+        .await;
+    let outcome = match removed {
+        Ok(true) => Ok(json!({ "fspId": headers.source })),
+        Ok(false) => Err(FspiopError::new(
             ErrorCode::DeletePartyInformationError,
             "the requester has no registration of this party",
-        ))
+        )),
+        Err(error) => Err(error),
     };
     let version = version_text(headers.content_version);
     state.notifier.notify(participant_answer(
@@ -505,16 +515,14 @@ async fn post_batch(
                 "a DFSP may only register identifiers for itself",
             ))
         } else {
-            state
-                .store
-                .register_party(key, &headers.source)
-                .await?
-                .map(|owner| {
-                    FspiopError::new(
-                        ErrorCode::AddPartyInformationError,
-                        format!("the party is already registered to {owner}"),
-                    )
-                })
+            match state.oracles.register(key, &headers.source).await {
+                Ok(None) => None,
+                Ok(Some(owner)) => Some(FspiopError::new(
+                    ErrorCode::AddPartyInformationError,
+                    format!("the party is already registered to {owner}"),
+                )),
+                Err(error) => Some(error),
+            }
         };
         let mut result = json!({ "partyId": entry });
         if let Some(error) = refusal {

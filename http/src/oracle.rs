@@ -1,0 +1,184 @@
+//! Which FSP owns a party: the built-in oracle (registrations in the
+//! switch's own database), or an external oracle over HTTP speaking the
+//! Mojaloop oracle interface when the ALS admin API configured one for the
+//! party id type (and currency, falling back to the type alone).
+//!
+//! Nothing is cached, so a change through the admin API or `/participants`
+//! takes effect on the next lookup.
+
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use switch_actors::{ErrorCode, FspiopError};
+use switch_storage::lookup::{OracleRecord, PartyKey};
+use switch_storage::Store;
+
+/// How long one call to an external oracle may take.
+const ORACLE_TIMEOUT: Duration = Duration::from_secs(5);
+
+#[derive(Clone)]
+pub struct Oracles {
+    store: Store,
+    client: reqwest::Client,
+    runtime: tokio::runtime::Handle,
+}
+
+fn unreachable_oracle(url: &str, reason: impl std::fmt::Display) -> FspiopError {
+    FspiopError::new(
+        ErrorCode::CommunicationError,
+        format!("the oracle at {url} did not answer: {reason}"),
+    )
+}
+
+impl Oracles {
+    pub fn new(store: Store, runtime: tokio::runtime::Handle) -> Oracles {
+        let client = reqwest::Client::builder()
+            .timeout(ORACLE_TIMEOUT)
+            .build()
+            .unwrap_or_else(|_| reqwest::Client::new());
+        Oracles {
+            store,
+            client,
+            runtime,
+        }
+    }
+
+    /// The external oracle for this key, if one is configured.
+    async fn external(&self, key: &PartyKey) -> Result<Option<OracleRecord>, FspiopError> {
+        let oracles = self.store.oracles().await?;
+        let for_type = oracles
+            .into_iter()
+            .filter(|o| o.party_id_type == key.party_id_type);
+        let (with_currency, without): (Vec<_>, Vec<_>) = for_type.partition(|o| {
+            o.currency.is_some() && o.currency.as_deref() == Some(key.currency.as_str())
+        });
+        Ok(with_currency
+            .into_iter()
+            .next()
+            .or_else(|| without.into_iter().find(|o| o.currency.is_none())))
+    }
+
+    fn party_url(oracle: &OracleRecord, key: &PartyKey) -> String {
+        let mut url = format!(
+            "{}/participants/{}/{}",
+            oracle.value.trim_end_matches('/'),
+            key.party_id_type,
+            key.party_identifier
+        );
+        let mut query = Vec::new();
+        if !key.currency.is_empty() {
+            query.push(format!("currency={}", key.currency));
+        }
+        if !key.party_sub_id.is_empty() {
+            query.push(format!("partySubIdOrType={}", key.party_sub_id));
+        }
+        if !query.is_empty() {
+            url = format!("{url}?{}", query.join("&"));
+        }
+        url
+    }
+
+    /// Runs an HTTP exchange on the I/O runtime that owns the client.
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        url: String,
+        body: Option<Value>,
+    ) -> Result<(u16, Value), FspiopError> {
+        let client = self.client.clone();
+        let shown = url.clone();
+        let exchange = async move {
+            let mut request = client
+                .request(method, &url)
+                .header("content-type", "application/json")
+                .header("accept", "application/json");
+            if let Some(body) = body {
+                request = request.body(body.to_string());
+            }
+            let response = request.send().await.map_err(|e| e.to_string())?;
+            let status = response.status().as_u16();
+            let bytes = response.bytes().await.map_err(|e| e.to_string())?;
+            Ok::<_, String>((
+                status,
+                serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+            ))
+        };
+        self.runtime
+            .spawn(exchange)
+            .await
+            .map_err(|e| unreachable_oracle(&shown, e))?
+            .map_err(|e| unreachable_oracle(&shown, e))
+    }
+
+    /// The FSPs that own the party.
+    pub async fn owners(&self, key: PartyKey) -> Result<Vec<String>, FspiopError> {
+        let Some(oracle) = self.external(&key).await? else {
+            return Ok(self.store.party_owners(key).await?);
+        };
+        let url = Self::party_url(&oracle, &key);
+        let (status, body) = self.call(reqwest::Method::GET, url.clone(), None).await?;
+        if status == 404 {
+            return Ok(Vec::new());
+        }
+        if !(200..300).contains(&status) {
+            return Err(unreachable_oracle(&url, format!("HTTP {status}")));
+        }
+        let mut owners = Vec::new();
+        for entry in body["partyList"].as_array().into_iter().flatten() {
+            if let Some(fsp) = entry["fspId"].as_str() {
+                let sub = entry["partySubIdOrType"].as_str().unwrap_or_default();
+                if (key.party_sub_id.is_empty() || sub.is_empty() || sub == key.party_sub_id)
+                    && !owners.iter().any(|o| o == fsp)
+                {
+                    owners.push(fsp.to_string());
+                }
+            }
+        }
+        Ok(owners)
+    }
+
+    /// Registers `fsp`; `Ok(Some(owner))` when another FSP already owns the party.
+    pub async fn register(&self, key: PartyKey, fsp: &str) -> Result<Option<String>, FspiopError> {
+        let Some(oracle) = self.external(&key).await? else {
+            return Ok(self.store.register_party(key, fsp).await?);
+        };
+        let url = Self::party_url(&oracle, &key);
+        let mut body = json!({ "fspId": fsp });
+        if !key.currency.is_empty() {
+            body["currency"] = json!(key.currency);
+        }
+        if !key.party_sub_id.is_empty() {
+            body["partySubIdOrType"] = json!(key.party_sub_id);
+        }
+        let (status, answer) = self
+            .call(reqwest::Method::POST, url.clone(), Some(body))
+            .await?;
+        match status {
+            200..=299 => Ok(None),
+            400..=499 => Err(FspiopError::new(
+                ErrorCode::AddPartyInformationError,
+                format!("the oracle refused the registration: {answer}"),
+            )),
+            _ => Err(unreachable_oracle(&url, format!("HTTP {status}"))),
+        }
+    }
+
+    /// Removes `fsp`'s registration; returns whether one was removed.
+    pub async fn unregister(&self, key: PartyKey, fsp: &str) -> Result<bool, FspiopError> {
+        let Some(oracle) = self.external(&key).await? else {
+            return Ok(self.store.unregister_party(key, fsp).await? > 0);
+        };
+        if !self.owners(key.clone()).await?.iter().any(|o| o == fsp) {
+            return Ok(false);
+        }
+        let url = Self::party_url(&oracle, &key);
+        let (status, _) = self
+            .call(reqwest::Method::DELETE, url.clone(), None)
+            .await?;
+        match status {
+            200..=299 => Ok(true),
+            404 => Ok(false),
+            _ => Err(unreachable_oracle(&url, format!("HTTP {status}"))),
+        }
+    }
+}
