@@ -74,6 +74,8 @@ pub struct HttpNotifier {
     queue: mpsc::Sender<Notification>,
     ledger: CallbackLedger,
     metrics: Metrics,
+    /// Callbacks queued or being delivered, for a graceful shutdown.
+    pending: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl std::fmt::Debug for HttpNotifier {
@@ -84,7 +86,11 @@ impl std::fmt::Debug for HttpNotifier {
 
 impl Notifier for HttpNotifier {
     fn notify(&self, notification: Notification) {
+        self.pending
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         if let Err(error) = self.queue.try_send(notification) {
+            self.pending
+                .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
             let notification = match error {
                 mpsc::error::TrySendError::Full(n) | mpsc::error::TrySendError::Closed(n) => n,
             };
@@ -113,6 +119,7 @@ impl HttpNotifier {
             .timeout(Duration::from_millis(limits.timeout_ms))
             .build()
             .unwrap_or_else(|_| reqwest::Client::new());
+        let pending = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let delivery = Delivery {
             client,
             endpoints,
@@ -120,12 +127,27 @@ impl HttpNotifier {
             limits,
             ledger: ledger.clone(),
             metrics: metrics.clone(),
+            pending: pending.clone(),
         };
         runtime.spawn(run(receiver, Arc::new(delivery), limits.concurrency_max));
         HttpNotifier {
             queue,
             ledger,
             metrics,
+            pending,
+        }
+    }
+
+    /// Waits until every queued callback has been delivered (or has failed
+    /// for good), at most `timeout`. Returns how many were still pending.
+    pub async fn drain(&self, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let pending = self.pending.load(std::sync::atomic::Ordering::SeqCst);
+            if pending == 0 || Instant::now() >= deadline {
+                return pending;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
     }
 
@@ -141,6 +163,7 @@ struct Delivery {
     limits: CallbackLimits,
     ledger: CallbackLedger,
     metrics: Metrics,
+    pending: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 async fn run(
@@ -156,6 +179,9 @@ async fn run(
         let delivery = delivery.clone();
         tokio::spawn(async move {
             delivery.deliver(notification).await;
+            delivery
+                .pending
+                .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
             drop(slot);
         });
     }

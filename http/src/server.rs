@@ -178,6 +178,7 @@ async fn run(
         Duration::from_millis(config.expiry_tick_ms),
     ));
     let oracles = crate::oracle::Oracles::new(store.clone(), io.clone());
+    let notifier_for_shutdown = notifier.clone();
     let state = web::Data::new(AppState {
         config: config.clone(),
         store,
@@ -220,6 +221,12 @@ async fn run(
     tracing::info!("shutting down: draining in-flight requests");
     futures::future::join(operator_handle.stop(true), fspiop_handle.stop(true)).await;
     let _ = servers.await;
+    let undelivered = notifier_for_shutdown
+        .drain(Duration::from_millis(config.shutdown_timeout_ms))
+        .await;
+    if undelivered > 0 {
+        tracing::warn!(undelivered, "shutting down with callbacks not delivered");
+    }
     shards.stop();
     tracing::info!("stopped");
     Ok(())
