@@ -207,11 +207,45 @@ impl Store {
     }
 }
 
+/// Why a batch did not land.
+#[derive(Debug)]
+pub(crate) enum ApplyError {
+    /// A statement failed before COMMIT: nothing was written, and the
+    /// writes may be retried one by one to find the one at fault.
+    BeforeCommit(crate::StorageError),
+    /// COMMIT itself failed: the outcome is unknown, nothing may be retried.
+    AtCommit(crate::StorageError),
+}
+
+impl std::fmt::Display for ApplyError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ApplyError::BeforeCommit(e) => write!(f, "{e}"),
+            ApplyError::AtCommit(e) => write!(f, "commit failed, outcome unknown: {e}"),
+        }
+    }
+}
+
 /// Writes one batch of ledger changes in a single transaction (the batch
 /// writer is the only caller: every ledger write goes through it).
-pub(crate) async fn apply_in_transaction(pool: &AnyPool, write: LedgerWrite) -> Result<()> {
+pub(crate) async fn apply_in_transaction(
+    pool: &AnyPool,
+    write: &LedgerWrite,
+) -> std::result::Result<(), ApplyError> {
+    let mut tx = pool
+        .begin()
+        .await
+        .map_err(|e| ApplyError::BeforeCommit(e.into()))?;
+    write_rows(&mut tx, write)
+        .await
+        .map_err(ApplyError::BeforeCommit)?;
+    tx.commit()
+        .await
+        .map_err(|e| ApplyError::AtCommit(e.into()))
+}
+
+async fn write_rows(tx: &mut Transaction<'static, Any>, write: &LedgerWrite) -> Result<()> {
     let now = now_text();
-    let mut tx = pool.begin().await?;
     for transfer in &write.admin_transfers {
         sqlx::query(
             "INSERT INTO admin_transfer (transfer_id, participant_currency_id, action, amount, currency_id, external_reference, reason, request_hash, created_date) \
@@ -226,7 +260,7 @@ pub(crate) async fn apply_in_transaction(pool: &AnyPool, write: LedgerWrite) -> 
         .bind(transfer.reason.clone())
         .bind(transfer.request_hash.clone())
         .bind(now.clone())
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
     }
     for state in &write.admin_states {
@@ -237,7 +271,7 @@ pub(crate) async fn apply_in_transaction(pool: &AnyPool, write: LedgerWrite) -> 
         .bind(state.state.clone())
         .bind(state.reason.clone())
         .bind(now.clone())
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
     }
     for limit in &write.limits {
@@ -250,15 +284,14 @@ pub(crate) async fn apply_in_transaction(pool: &AnyPool, write: LedgerWrite) -> 
         .bind(to_units(limit.value)?)
         .bind(to_units(limit.alarm_percentage)?)
         .bind(now.clone())
-        .execute(&mut *tx)
+        .execute(&mut **tx)
         .await?;
     }
-    write_transfer_rows(&mut tx, &write.transfers, &now).await?;
-    write_owned_changes(&mut tx, &write.changes, &now).await?;
+    write_transfer_rows(tx, &write.transfers, &now).await?;
+    write_owned_changes(tx, &write.changes, &now).await?;
     for increment in &write.increments {
-        write_increment(&mut tx, increment, &now).await?;
+        write_increment(tx, increment, &now).await?;
     }
-    tx.commit().await?;
     Ok(())
 }
 

@@ -10,7 +10,7 @@
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::ledger::{apply_in_transaction, LedgerWrite};
+use crate::ledger::{apply_in_transaction, ApplyError, LedgerWrite};
 use crate::{Result, StorageError, Store};
 
 /// Limits of the writer.
@@ -59,6 +59,12 @@ impl BatchWriter {
     }
 }
 
+fn answer_all(requests: impl Iterator<Item = Request>, outcome: impl Fn() -> Result<()>) {
+    for request in requests {
+        let _ = request.done.send(outcome());
+    }
+}
+
 async fn run(pool: sqlx::AnyPool, mut requests: mpsc::Receiver<Request>, batch_writes_max: usize) {
     let mut batch: Vec<Request> = Vec::with_capacity(batch_writes_max);
     while let Some(first) = requests.recv().await {
@@ -70,23 +76,101 @@ async fn run(pool: sqlx::AnyPool, mut requests: mpsc::Receiver<Request>, batch_w
             }
         }
         let mut merged = LedgerWrite::default();
-        let mut waiting = Vec::with_capacity(batch.len());
-        for request in batch.drain(..) {
-            merged.append(request.write);
-            waiting.push(request.done);
+        for request in &batch {
+            merged.append(request.write.clone());
         }
-        let outcome = apply_in_transaction(&pool, merged).await;
-        if let Err(error) = &outcome {
-            tracing::error!(%error, writes = waiting.len(), "ledger batch failed");
+        match apply_in_transaction(&pool, &merged).await {
+            Ok(()) => answer_all(batch.drain(..), || Ok(())),
+            Err(ApplyError::BeforeCommit(error)) if batch.len() > 1 => {
+                // Nothing was written. Write each request alone, so that one
+                // bad write fails only its own sender.
+                tracing::warn!(%error, writes = batch.len(), "ledger batch failed; writing its requests one by one");
+                for request in batch.drain(..) {
+                    let outcome = apply_in_transaction(&pool, &request.write).await;
+                    if let Err(error) = &outcome {
+                        tracing::error!(%error, "ledger write failed");
+                    }
+                    let _ =
+                        request
+                            .done
+                            .send(outcome.map_err(|e| {
+                                StorageError::Invariant(format!("write failed: {e}"))
+                            }));
+                }
+            }
+            Err(error) => {
+                tracing::error!(%error, writes = batch.len(), "ledger batch failed");
+                let reason = error.to_string();
+                answer_all(batch.drain(..), || {
+                    Err(StorageError::Invariant(format!(
+                        "batch write failed: {reason}"
+                    )))
+                });
+            }
         }
-        for done in waiting {
-            let answer = match &outcome {
-                Ok(()) => Ok(()),
-                Err(error) => Err(StorageError::Invariant(format!(
-                    "batch write failed: {error}"
-                ))),
-            };
-            let _ = done.send(answer);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::{AdminStateChange, NewAdminTransfer};
+    use crate::PoolSettings;
+    use rust_decimal::Decimal;
+
+    fn funds_in(id: &str) -> LedgerWrite {
+        LedgerWrite {
+            admin_transfers: vec![NewAdminTransfer {
+                transfer_id: id.into(),
+                account_id: 1,
+                action: "recordFundsIn".into(),
+                amount: Decimal::ONE,
+                currency: "USD".into(),
+                external_reference: "r".into(),
+                reason: "r".into(),
+                request_hash: "h".into(),
+            }],
+            admin_states: vec![AdminStateChange {
+                transfer_id: id.into(),
+                state: "COMMITTED".into(),
+                reason: None,
+            }],
+            ..LedgerWrite::default()
         }
+    }
+
+    /// One bad write in a batch fails only its own sender.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_bad_write_fails_alone() {
+        let dir = std::env::temp_dir().join(format!("mojaswitch-writer-{}", std::process::id()));
+        let url = format!("sqlite://{}/w.db", dir.display());
+        let settings = PoolSettings {
+            connections_max: 1,
+            acquire_timeout_ms: 5_000,
+        };
+        let store = Store::connect(&url, &settings).await.expect("connect");
+        store.migrate().await.expect("migrate");
+        let writer = BatchWriter::start(
+            &store,
+            WriterLimits {
+                batch_writes_max: 100,
+                queue_capacity: 100,
+            },
+        );
+        writer.write(funds_in("first")).await.expect("first write");
+        // Queue a good and a bad (duplicate id) write together.
+        let (good, bad) = tokio::join!(
+            writer.write(funds_in("second")),
+            writer.write(funds_in("first"))
+        );
+        assert!(good.is_ok(), "{good:?}");
+        assert!(bad.is_err());
+        assert!(store
+            .admin_transfer("second")
+            .await
+            .expect("read")
+            .is_some());
+        store.close().await;
+        let _ = std::fs::remove_dir_all(dir);
     }
 }
