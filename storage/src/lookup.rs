@@ -39,12 +39,20 @@ impl Store {
             .bind(key.party_sub_id)
             .fetch_all(&pool)
             .await?;
-            let mut owners = Vec::new();
+            // Registrations in the requested currency first, then currency-less ones.
+            let mut ranked: Vec<(bool, String)> = Vec::new();
             for row in &rows {
                 let currency: String = col(row, "currency_id")?;
                 let fsp: String = col(row, "fsp_id")?;
-                let wanted = key.currency.is_empty() || currency.is_empty() || currency == key.currency;
-                if wanted && !owners.contains(&fsp) {
+                let exact = !key.currency.is_empty() && currency == key.currency;
+                if exact || key.currency.is_empty() || currency.is_empty() {
+                    ranked.push((!exact, fsp));
+                }
+            }
+            ranked.sort();
+            let mut owners: Vec<String> = Vec::new();
+            for (_, fsp) in ranked {
+                if !owners.contains(&fsp) {
                     owners.push(fsp);
                 }
             }
