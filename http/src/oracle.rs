@@ -58,24 +58,37 @@ impl Oracles {
             .or_else(|| without.into_iter().find(|o| o.currency.is_none())))
     }
 
+    /// `{oracle}/participants/{Type}/{ID}[?currency=..&partySubIdOrType=..]`,
+    /// every part percent-encoded.
     fn party_url(oracle: &OracleRecord, key: &PartyKey) -> String {
-        let mut url = format!(
-            "{}/participants/{}/{}",
-            oracle.value.trim_end_matches('/'),
-            key.party_id_type,
-            key.party_identifier
-        );
-        let mut query = Vec::new();
-        if !key.currency.is_empty() {
-            query.push(format!("currency={}", key.currency));
+        let base = oracle.value.trim_end_matches('/');
+        let Ok(mut url) = reqwest::Url::parse(base) else {
+            return format!(
+                "{base}/participants/{}/{}",
+                key.party_id_type, key.party_identifier
+            );
+        };
+        if let Ok(mut segments) = url.path_segments_mut() {
+            segments.pop_if_empty().extend([
+                "participants",
+                &key.party_id_type,
+                &key.party_identifier,
+            ]);
         }
-        if !key.party_sub_id.is_empty() {
-            query.push(format!("partySubIdOrType={}", key.party_sub_id));
+        {
+            let mut query = url.query_pairs_mut();
+            if !key.currency.is_empty() {
+                query.append_pair("currency", &key.currency);
+            }
+            if !key.party_sub_id.is_empty() {
+                query.append_pair("partySubIdOrType", &key.party_sub_id);
+            }
         }
-        if !query.is_empty() {
-            url = format!("{url}?{}", query.join("&"));
+        let mut text = url.to_string();
+        if text.ends_with('?') {
+            text.pop();
         }
-        url
+        text
     }
 
     /// Runs an HTTP exchange on the I/O runtime that owns the client.
@@ -180,5 +193,47 @@ impl Oracles {
             404 => Ok(false),
             _ => Err(unreachable_oracle(&url, format!("HTTP {status}"))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn oracle(value: &str) -> OracleRecord {
+        OracleRecord {
+            id: 1,
+            party_id_type: "MSISDN".into(),
+            endpoint_type: "URL".into(),
+            value: value.into(),
+            currency: None,
+            is_default: true,
+            is_active: true,
+            created_date: String::new(),
+        }
+    }
+
+    fn key(identifier: &str, currency: &str, sub: &str) -> PartyKey {
+        PartyKey {
+            party_id_type: "EMAIL".into(),
+            party_identifier: identifier.into(),
+            party_sub_id: sub.into(),
+            currency: currency.into(),
+        }
+    }
+
+    #[test]
+    fn party_urls_are_encoded() {
+        assert_eq!(
+            Oracles::party_url(
+                &oracle("http://oracle:8444/"),
+                &key("bob@example.com", "", "")
+            ),
+            "http://oracle:8444/participants/EMAIL/bob@example.com"
+        );
+        assert_eq!(
+            Oracles::party_url(&oracle("http://oracle:8444/base"), &key("a b?c#d", "USD", "x y")),
+            "http://oracle:8444/base/participants/EMAIL/a%20b%3Fc%23d?currency=USD&partySubIdOrType=x+y"
+        );
     }
 }
