@@ -860,6 +860,47 @@ async fn act_as_payee(shared: Arc<Shared>, rule: Rule, prepare: Received) {
     });
 }
 
+/// A switch with two onboarded DFSPs in USD, each a running simulator with
+/// its callback endpoints registered: the starting point of most scenarios.
+pub struct Scene {
+    pub db: crate::TestDb,
+    pub switch: Switch,
+    pub payer: Dfsp,
+    pub payee: Dfsp,
+}
+
+impl Scene {
+    /// `payerfsp` and `payeefsp`, each with a net debit cap of 1000 and
+    /// `funds_in` of liquidity.
+    pub async fn start(
+        backend: crate::Backend,
+        funds_in: &str,
+        extra_env: &[(&str, &str)],
+    ) -> Scene {
+        let db = crate::TestDb::new(backend);
+        let switch = Switch::start(&db, extra_env).await;
+        switch.onboard_hub("USD").await;
+        switch
+            .onboard_dfsp("payerfsp", "USD", "1000", funds_in)
+            .await;
+        switch
+            .onboard_dfsp("payeefsp", "USD", "1000", funds_in)
+            .await;
+        let payer = Dfsp::start("payerfsp");
+        let payee = Dfsp::start("payeefsp");
+        for dfsp in [&payer, &payee] {
+            dfsp.set_switch(&switch.fspiop(""));
+            dfsp.register(&switch).await;
+        }
+        Scene {
+            db,
+            switch,
+            payer,
+            payee,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

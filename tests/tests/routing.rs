@@ -6,36 +6,13 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use switch_tests::dfsp::{Dfsp, Received};
-use switch_tests::{new_id, Backend, Switch, TestDb};
+use switch_tests::dfsp::{Dfsp, Received, Scene};
+use switch_tests::{new_id, Backend};
 
 const WAIT: Duration = Duration::from_secs(10);
 
-struct Scene {
-    _db: TestDb,
-    switch: Switch,
-    payer: Dfsp,
-    payee: Dfsp,
-}
-
 async fn scene(backend: Backend) -> Scene {
-    let db = TestDb::new(backend);
-    let switch = Switch::start(&db, &[]).await;
-    switch.onboard_hub("USD").await;
-    switch.onboard_dfsp("payerfsp", "USD", "1000", "0").await;
-    switch.onboard_dfsp("payeefsp", "USD", "1000", "0").await;
-    let payer = Dfsp::start("payerfsp");
-    let payee = Dfsp::start("payeefsp");
-    for dfsp in [&payer, &payee] {
-        dfsp.set_switch(&switch.fspiop(""));
-        dfsp.register(&switch).await;
-    }
-    Scene {
-        _db: db,
-        switch,
-        payer,
-        payee,
-    }
+    Scene::start(backend, "0", &[]).await
 }
 
 async fn expect(dfsp: &Dfsp, method: &str, path: &str) -> Received {

@@ -7,41 +7,24 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use switch_tests::dfsp::{Dfsp, Prepare, Received, Rule};
-use switch_tests::{assert_ledger_ok, Backend, Switch, TestDb};
+use switch_tests::dfsp::{Dfsp, Prepare, Received, Rule, Scene};
+use switch_tests::{assert_ledger_ok, Backend, Switch};
 
 const WAIT: Duration = Duration::from_secs(10);
 /// How long a party must stay without a callback to count as "receives nothing".
 const QUIET: Duration = Duration::from_millis(700);
 
-struct Scene {
-    db: TestDb,
-    switch: Switch,
-    payer: Dfsp,
-    payee: Dfsp,
-}
-
 async fn scene(backend: Backend, extra_env: &[(&str, &str)]) -> Scene {
-    let db = TestDb::new(backend);
-    let switch = Switch::start(&db, extra_env).await;
-    switch.onboard_hub("USD").await;
-    switch.onboard_dfsp("payerfsp", "USD", "1000", "5000").await;
-    switch.onboard_dfsp("payeefsp", "USD", "1000", "5000").await;
-    let payer = Dfsp::start("payerfsp");
-    let payee = Dfsp::start("payeefsp");
-    for dfsp in [&payer, &payee] {
-        dfsp.set_switch(&switch.fspiop(""));
-        dfsp.register(&switch).await;
-    }
-    Scene {
-        db,
-        switch,
-        payer,
-        payee,
-    }
+    Scene::start(backend, "5000", extra_env).await
 }
 
-impl Scene {
+/// What the transfer scenarios read back.
+trait Positions {
+    async fn position(&self, name: &str) -> String;
+    async fn finish(self);
+}
+
+impl Positions for Scene {
     async fn position(&self, name: &str) -> String {
         let (_, body) = self
             .switch
