@@ -1126,3 +1126,36 @@ async fn in_flight_limit_sheds_new_prepares() {
     );
     s.finish().await;
 }
+
+/// A fulfil or an error for an id the switch never saw: 2001 to the sender
+/// (as the reference hub), in the sender's content version; nothing moves.
+#[tokio::test]
+async fn messages_for_unknown_transfers() {
+    let s = scene(Backend::Sqlite, &[]).await;
+    let id = switch_tests::new_id();
+    let t0 = std::time::Instant::now();
+    let fulfil = json!({"transferState": "COMMITTED", "fulfilment": "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA", "completedTimestamp": switch_tests::dfsp::iso_now()});
+    let (status, _) = s
+        .payee
+        .send_json(
+            "PUT",
+            &format!("/transfers/{id}"),
+            &fulfil,
+            Some("payerfsp"),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let answer = expect(&s.payee, "2001", since(t0, is_error(&id))).await;
+    assert_eq!(code(&answer), "2001");
+    s.payee.set_version("1.0");
+    let t1 = std::time::Instant::now();
+    s.payee.send_error(&id, "5100", "no such transfer").await;
+    let answer = expect(&s.payee, "2001", since(t1, is_error(&id))).await;
+    assert_eq!(code(&answer), "2001");
+    assert_eq!(
+        answer.header("content-type"),
+        Some("application/vnd.interoperability.transfers+json;version=1.0")
+    );
+    assert_eq!(s.position("payeefsp").await, "0");
+    s.finish().await;
+}

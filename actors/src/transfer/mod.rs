@@ -381,18 +381,10 @@ impl Handler<Fulfil> for TransferActor {
     type Result = Reply;
 
     fn handle(&mut self, Fulfil(message): Fulfil, ctx: &mut Self::Context) -> Reply {
-        let (answer, answer_rx) = oneshot::channel();
         let Some(transfer) = self.transfer.clone() else {
-            self.notify_all(vec![rules::error_to(
-                &message.source,
-                &self.id,
-                FspiopError::internal("transfer not found"),
-                &message.content_version,
-            )]);
-            let _ = answer.send(Ok(()));
-            ctx.stop();
-            return answered(answer_rx);
+            return self.unknown_transfer(&message.source, &message.content_version, ctx);
         };
+        let (answer, answer_rx) = oneshot::channel();
         let hash = MessageHash {
             transfer_id: self.id.clone(),
             kind: "FULFIL".into(),
@@ -481,6 +473,24 @@ impl Handler<Fulfil> for TransferActor {
 }
 
 impl TransferActor {
+    /// A fulfil or error for an id the switch does not know: 2001 to the
+    /// sender, as the reference hub.
+    fn unknown_transfer(
+        &self,
+        source: &str,
+        content_version: &str,
+        ctx: &mut Context<Self>,
+    ) -> Reply {
+        self.notify_all(vec![rules::error_to(
+            source,
+            &self.id,
+            FspiopError::internal("transfer not found"),
+            content_version,
+        )]);
+        ctx.stop();
+        Box::pin(async { Ok(()) })
+    }
+
     /// Gives the reservation back to the payer, recording `names` with `error`.
     fn reverse(
         &self,
@@ -559,18 +569,10 @@ impl Handler<PayeeError> for TransferActor {
     type Result = Reply;
 
     fn handle(&mut self, PayeeError(message): PayeeError, ctx: &mut Self::Context) -> Reply {
-        let (answer, answer_rx) = oneshot::channel();
         let Some(transfer) = self.transfer.clone() else {
-            self.notify_all(vec![rules::error_to(
-                &message.source,
-                &self.id,
-                FspiopError::internal("transfer not found"),
-                "1.1",
-            )]);
-            let _ = answer.send(Ok(()));
-            ctx.stop();
-            return answered(answer_rx);
+            return self.unknown_transfer(&message.source, &message.content_version, ctx);
         };
+        let (answer, answer_rx) = oneshot::channel();
         match rules::on_payee_error(&transfer, &message) {
             ErrorAction::Reply(notifications) => {
                 self.notify_all(notifications);

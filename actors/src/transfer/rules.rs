@@ -451,6 +451,7 @@ pub struct ErrorMessage {
     pub hash: String,
     pub error_code: String,
     pub error_description: String,
+    pub content_version: String,
     pub forward: ForwardedMessage,
 }
 

@@ -12,7 +12,7 @@ use switch_actors::{ErrorCode, FspiopError};
 use switch_storage::lookup::PartyKey;
 
 use super::headers::{self, FspiopHeaders, Resource};
-use super::transfers::{checked_body, forwarded, version_text};
+use super::transfers::{checked_body, forwarded, required_destination, version_text};
 use crate::errors::{error_body, ApiError, ApiResult};
 use crate::operator::oracles::PARTY_ID_TYPES;
 use crate::state::AppState;
@@ -261,12 +261,7 @@ async fn route_party_answer(
     };
     checked_body(state, &headers, schema, &bytes)?;
     known_requester(state, &headers).await?;
-    let destination = headers.destination.clone().ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::MissingMandatoryElement,
-            "FSPIOP-Destination is required",
-        )
-    })?;
+    let destination = required_destination(&headers)?;
     let endpoint_type = match error {
         false => party.endpoint(
             "FSPIOP_CALLBACK_URL_PARTIES_PUT",
@@ -343,6 +338,22 @@ fn participant_answer(
     }
 }
 
+/// Sends the requester the outcome of its `/participants/{Type}/{ID}` request.
+fn answer_requester(
+    state: &AppState,
+    party: &Party,
+    headers: &FspiopHeaders,
+    outcome: Result<Value, FspiopError>,
+) {
+    let version = version_text(headers.content_version);
+    state.notifier.notify(participant_answer(
+        party,
+        &headers.source,
+        outcome,
+        &version,
+    ));
+}
+
 fn query_currency(request: &HttpRequest) -> String {
     request
         .uri()
@@ -374,13 +385,7 @@ async fn get_participant(
         },
         Err(error) => Err(error),
     };
-    let version = version_text(headers.content_version);
-    state.notifier.notify(participant_answer(
-        &party,
-        &headers.source,
-        outcome,
-        &version,
-    ));
+    answer_requester(&state, &party, &headers, outcome);
     Ok(HttpResponse::Accepted().finish())
 }
 
@@ -424,13 +429,7 @@ async fn post_participant(
             Err(error) => Err(error),
         }
     };
-    let version = version_text(headers.content_version);
-    state.notifier.notify(participant_answer(
-        &party,
-        &headers.source,
-        outcome,
-        &version,
-    ));
+    answer_requester(&state, &party, &headers, outcome);
     Ok(HttpResponse::Accepted().finish())
 }
 
@@ -454,13 +453,7 @@ async fn delete_participant(
         )),
         Err(error) => Err(error),
     };
-    let version = version_text(headers.content_version);
-    state.notifier.notify(participant_answer(
-        &party,
-        &headers.source,
-        outcome,
-        &version,
-    ));
+    answer_requester(&state, &party, &headers, outcome);
     Ok(HttpResponse::Accepted().finish())
 }
 

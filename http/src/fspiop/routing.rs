@@ -13,9 +13,8 @@ use switch_actors::notify::{HubMessage, Notification, Notifier, Routed, Target};
 use switch_actors::{ErrorCode, FspiopError};
 
 use super::headers::{self, Resource};
-use super::transfers::{checked_body, forwarded, version_text};
+use super::transfers::{checked_body, checked_id, forwarded, required_destination, version_text};
 use crate::errors::{ApiError, ApiResult};
-use crate::json::valid_correlation_id;
 use crate::state::AppState;
 
 /// How one routed resource is served.
@@ -126,14 +125,22 @@ struct Outgoing {
     path: String,
 }
 
-fn checked_id(id: &str) -> ApiResult<()> {
-    if valid_correlation_id(id) {
-        Ok(())
-    } else {
-        Err(ApiError::new(
-            ErrorCode::GenericValidationError,
-            format!("ID {id} is not a UUID or ULID"),
-        ))
+impl Outgoing {
+    fn new(
+        headers: &headers::FspiopHeaders,
+        destination: String,
+        id: String,
+        method: &'static str,
+        request: &HttpRequest,
+    ) -> Outgoing {
+        Outgoing {
+            source: headers.source.clone(),
+            destination,
+            id,
+            content_version: version_text(headers.content_version),
+            method,
+            path: path_and_query(request),
+        }
     }
 }
 
@@ -176,14 +183,7 @@ async fn post(
                 "FSPIOP-Destination is required",
             )
         })?;
-    let outgoing = Outgoing {
-        source: headers.source.clone(),
-        destination,
-        id,
-        content_version: version_text(headers.content_version),
-        method: "POST",
-        path: path_and_query(&request),
-    };
+    let outgoing = Outgoing::new(&headers, destination, id, "POST", &request);
     route_message(&state, route, outgoing, Some(&body), &request, bytes).await?;
     Ok(HttpResponse::Accepted().finish())
 }
@@ -197,20 +197,13 @@ async fn get(
     let route = &ROUTES[index];
     let headers = headers::validate(route.resource, true, request.headers())?;
     checked_id(&id)?;
-    let destination = headers.destination.clone().ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::MissingMandatoryElement,
-            "FSPIOP-Destination is required",
-        )
-    })?;
-    let outgoing = Outgoing {
-        source: headers.source.clone(),
-        destination,
-        id: id.into_inner(),
-        content_version: version_text(headers.content_version),
-        method: "GET",
-        path: path_and_query(&request),
-    };
+    let outgoing = Outgoing::new(
+        &headers,
+        required_destination(&headers)?,
+        id.into_inner(),
+        "GET",
+        &request,
+    );
     route_message(&state, route, outgoing, None, &request, web::Bytes::new()).await?;
     Ok(HttpResponse::Accepted().finish())
 }
@@ -232,20 +225,13 @@ async fn put(
         route.put_schema
     };
     checked_body(&state, &headers, schema, &bytes)?;
-    let destination = headers.destination.clone().ok_or_else(|| {
-        ApiError::new(
-            ErrorCode::MissingMandatoryElement,
-            "FSPIOP-Destination is required",
-        )
-    })?;
-    let outgoing = Outgoing {
-        source: headers.source.clone(),
-        destination,
-        id: id.into_inner(),
-        content_version: version_text(headers.content_version),
-        method: "PUT",
-        path: path_and_query(&request),
-    };
+    let outgoing = Outgoing::new(
+        &headers,
+        required_destination(&headers)?,
+        id.into_inner(),
+        "PUT",
+        &request,
+    );
     route_message(&state, route, outgoing, None, &request, bytes).await?;
     Ok(HttpResponse::Ok().finish())
 }

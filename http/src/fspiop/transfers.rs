@@ -95,7 +95,7 @@ fn text(body: &Value, pointer: &str) -> ApiResult<String> {
         })
 }
 
-fn checked_id(id: &str) -> ApiResult<()> {
+pub fn checked_id(id: &str) -> ApiResult<()> {
     if valid_correlation_id(id) {
         Ok(())
     } else {
@@ -104,6 +104,16 @@ fn checked_id(id: &str) -> ApiResult<()> {
             format!("path ID {id} is not a UUID or ULID"),
         ))
     }
+}
+
+/// FSPIOP-Destination, which routing needs.
+pub fn required_destination(headers: &FspiopHeaders) -> ApiResult<String> {
+    headers.destination.clone().ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::MissingMandatoryElement,
+            "FSPIOP-Destination is required",
+        )
+    })
 }
 
 /// Milliseconds since the epoch of an FSPIOP DateTime.
@@ -216,6 +226,7 @@ async fn error(
         hash: request_hash(&bytes),
         error_code: text(&body, "/errorInformation/errorCode")?,
         error_description: text(&body, "/errorInformation/errorDescription")?,
+        content_version: version_text(headers.content_version),
         forward: forwarded(&request, &bytes),
     };
     state.ask_transfer(&id, PayeeError(message)).await?;
