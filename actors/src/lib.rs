@@ -9,6 +9,7 @@
 //! reached through a `switch-cluster` directory, never a raw `Addr` kept
 //! elsewhere.
 
+pub mod bulk;
 pub mod error;
 pub mod notify;
 pub mod participants;

@@ -66,6 +66,9 @@ pub struct Directory<K, A: Actor<Context = Context<A>>> {
     sweep_at: std::sync::atomic::AtomicUsize,
 }
 
+/// Deliveries of one message at most (see [`Directory::ask`]).
+const REDELIVERIES_MAX: u32 = 3;
+
 /// Entries below which the directory never sweeps.
 const SWEEP_MIN: usize = 1024;
 
@@ -120,6 +123,27 @@ where
             );
         }
         addr
+    }
+
+    /// Sends `msg` to the actor for `key` and waits at most `timeout` for
+    /// its answer. An actor that stops once its work is done may leave a
+    /// message unhandled in its mailbox; that message goes again to a fresh
+    /// actor for the key, a bounded number of times.
+    pub async fn ask<M>(&self, key: &K, msg: M, timeout: Duration) -> Result<M::Result, AskError>
+    where
+        A: Handler<M>,
+        A::Context: ToEnvelope<A, M>,
+        M: Message + Clone + Send + 'static,
+        M::Result: Send,
+    {
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match ask(&self.get(key), msg.clone(), timeout).await {
+                Err(AskError::Gone) if attempts < REDELIVERIES_MAX => continue,
+                answer => return answer,
+            }
+        }
     }
 
     /// Number of actors known (live or not yet collected).

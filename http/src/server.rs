@@ -21,13 +21,13 @@ use switch_cluster::Shards;
 use switch_config::Config;
 use switch_storage::{PoolSettings, Store};
 
+use switch_actors::bulk::{bulk_directory, BulkServices};
 use switch_actors::participants::ParticipantCache;
 use switch_actors::position::PositionLimits;
 use switch_actors::transfer::rules::TransferSettings;
-use switch_actors::transfer::{
-    system_clock_ms, transfer_directory, Expire, TransferDirectory, TransferServices,
-};
+use switch_actors::transfer::{system_clock_ms, transfer_directory, Expire, TransferServices};
 use switch_cluster::timers::{LocalTimers, Timers};
+use switch_cluster::Directory;
 use switch_storage::writer::{BatchWriter, WriterLimits};
 
 use crate::endpoints::EndpointCache;
@@ -172,11 +172,25 @@ async fn run(
     for (id, expiration_ms) in store.unfinished_transfers().await? {
         timers.schedule(&id, expiration_ms);
     }
-    actix_web::rt::spawn(fire_expired(
-        timers,
-        transfers.clone(),
-        Duration::from_millis(config.expiry_tick_ms),
+    let tick = Duration::from_millis(config.expiry_tick_ms);
+    actix_web::rt::spawn(fire_expired(timers, transfers.clone(), tick));
+    let bulk_timers: Arc<dyn Timers> = Arc::new(LocalTimers::default());
+    let bulks = Arc::new(bulk_directory(
+        shards.clone(),
+        Arc::new(BulkServices {
+            store: store.clone(),
+            transfers: transfers.clone(),
+            notifier: Arc::new(notifier.clone()),
+            timers: bulk_timers.clone(),
+            reply_timeout: Duration::from_millis(config.actor_reply_timeout_ms),
+            clock: system_clock_ms,
+        }),
+        config.transfer_mailbox_capacity,
     ));
+    for (id, expiration_ms) in store.unfinished_bulks().await? {
+        bulk_timers.schedule(&id, expiration_ms);
+    }
+    actix_web::rt::spawn(fire_expired(bulk_timers, bulks.clone(), tick));
     let oracles = crate::oracle::Oracles::new(store.clone(), io.clone());
     let notifier_for_shutdown = notifier.clone();
     let state = web::Data::new(AppState {
@@ -184,6 +198,7 @@ async fn run(
         store,
         positions,
         transfers,
+        bulks,
         transfers_live,
         participants,
         endpoints,
@@ -235,14 +250,17 @@ async fn run(
 /// Expired transfers fired per tick at most; the rest wait for the next tick.
 const EXPIRIES_PER_TICK_MAX: usize = 10_000;
 
-/// Asks each transfer whose timer is due to check its expiry.
-async fn fire_expired(timers: Arc<dyn Timers>, transfers: Arc<TransferDirectory>, tick: Duration) {
+/// Asks each transfer (or bulk) whose timer is due to check its expiry.
+async fn fire_expired<A>(timers: Arc<dyn Timers>, actors: Arc<Directory<String, A>>, tick: Duration)
+where
+    A: actix::Actor<Context = actix::Context<A>> + actix::Handler<Expire> + Send,
+{
     let mut interval = tokio::time::interval(tick);
     loop {
         interval.tick().await;
         let now = system_clock_ms();
         for id in timers.take_due(now, EXPIRIES_PER_TICK_MAX) {
-            let addr = transfers.get(&id);
+            let addr = actors.get(&id);
             let timers = timers.clone();
             let retry_at = now + tick.as_millis() as i64;
             actix_web::rt::spawn(async move {

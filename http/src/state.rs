@@ -11,7 +11,7 @@ use switch_config::Config;
 use switch_storage::Store;
 
 use switch_actors::participants::ParticipantCache;
-use switch_actors::transfer::{TransferActor, TransferDirectory};
+use switch_actors::transfer::{deliver, TransferActor, TransferDirectory};
 use switch_actors::FspiopError;
 
 use crate::endpoints::EndpointCache;
@@ -25,6 +25,7 @@ pub struct AppState {
     pub store: Store,
     pub positions: Arc<PositionDirectory>,
     pub transfers: Arc<TransferDirectory>,
+    pub bulks: Arc<switch_actors::bulk::BulkDirectory>,
     /// Live transfer actors (see `transfers_in_flight_max`).
     pub transfers_live: Arc<std::sync::atomic::AtomicUsize>,
     pub participants: ParticipantCache,
@@ -36,9 +37,6 @@ pub struct AppState {
     pub metrics: Metrics,
     pub started_at: chrono::DateTime<chrono::Utc>,
 }
-
-/// Deliveries of one message to a transfer's actor at most (see `ask_transfer`).
-const TRANSFER_ATTEMPTS_MAX: u32 = 3;
 
 fn unanswered(error: AskError) -> ApiError {
     match error {
@@ -52,25 +50,15 @@ fn unanswered(error: AskError) -> ApiError {
 
 impl AppState {
     /// Sends a message to the actor of transfer `id` and waits for its durable answer.
-    ///
-    /// A transfer actor stops once its transfer is final; a message that was
-    /// still in its mailbox then was never handled, and is sent again to the
-    /// fresh actor (which reloads the record and sees, say, a duplicate).
     pub async fn ask_transfer<M>(&self, id: &str, message: M) -> ApiResult<()>
     where
         M: actix::Message<Result = Result<(), FspiopError>> + Clone + Send + 'static,
         TransferActor: actix::Handler<M>,
     {
         let timeout = Duration::from_millis(self.config.actor_reply_timeout_ms);
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            let addr = self.transfers.get(&id.to_string());
-            match ask(&addr, message.clone(), timeout).await {
-                Ok(answer) => return answer.map_err(ApiError::from),
-                Err(AskError::Gone) if attempts < TRANSFER_ATTEMPTS_MAX => continue,
-                Err(error) => return Err(unanswered(error)),
-            }
+        match deliver(&self.transfers, id, message, timeout).await {
+            Ok(answer) => answer.map_err(ApiError::from),
+            Err(error) => Err(unanswered(error)),
         }
     }
 

@@ -17,6 +17,7 @@
 //!   asks (see [`Store::run`]).
 
 pub mod amount;
+pub mod bulk;
 pub mod check;
 pub mod ledger;
 pub mod lookup;

@@ -20,6 +20,8 @@ pub struct NewTransfer {
     pub ilp_packet: String,
     pub prepare_hash: String,
     pub content_version: String,
+    /// The bulk this transfer is a line of, if any.
+    pub bulk_transfer_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -109,8 +111,8 @@ pub(crate) async fn write_transfer_rows(
     for chunk in write.transfers.chunks(INSERT_ROWS_MAX) {
         let sql = format!(
             "INSERT INTO transfer (transfer_id, payer_fsp, payee_fsp, amount, currency_id, ilp_condition, expiration, expiration_ms, \
-             ilp_packet, prepare_hash, content_version, created_date) VALUES {}",
-            placeholders("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", chunk.len())
+             ilp_packet, prepare_hash, content_version, bulk_transfer_id, created_date) VALUES {}",
+            placeholders("(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", chunk.len())
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for t in chunk {
@@ -126,6 +128,7 @@ pub(crate) async fn write_transfer_rows(
                 .bind(t.ilp_packet.clone())
                 .bind(t.prepare_hash.clone())
                 .bind(t.content_version.clone())
+                .bind(t.bulk_transfer_id.clone())
                 .bind(now.to_string());
         }
         query.execute(&mut **tx).await?;
@@ -217,7 +220,7 @@ fn truncate(text: &str, max: usize) -> String {
 async fn load(pool: &AnyPool, transfer_id: String) -> Result<Option<TransferRecord>> {
     let row = sqlx::query(
         "SELECT transfer_id, payer_fsp, payee_fsp, amount, currency_id, ilp_condition, expiration, expiration_ms, ilp_packet, \
-         prepare_hash, content_version FROM transfer WHERE transfer_id = ?",
+         prepare_hash, content_version, bulk_transfer_id FROM transfer WHERE transfer_id = ?",
     )
     .bind(transfer_id.clone())
     .fetch_optional(pool)
@@ -235,6 +238,7 @@ async fn load(pool: &AnyPool, transfer_id: String) -> Result<Option<TransferReco
         ilp_packet: col(&row, "ilp_packet")?,
         prepare_hash: col(&row, "prepare_hash")?,
         content_version: col(&row, "content_version")?,
+        bulk_transfer_id: col(&row, "bulk_transfer_id")?,
     };
     let state = sqlx::query(
         "SELECT state, reason FROM transfer_state_change WHERE transfer_id = ? ORDER BY transfer_state_change_id DESC LIMIT 1",

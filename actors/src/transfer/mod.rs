@@ -66,6 +66,21 @@ pub fn transfer_directory(
     })
 }
 
+/// Sends a message to the actor of transfer `id` and waits for its durable
+/// answer (redelivered if the actor stopped first, see [`Directory::ask`]).
+pub async fn deliver<M>(
+    transfers: &TransferDirectory,
+    id: &str,
+    message: M,
+    timeout: Duration,
+) -> Result<Result<(), FspiopError>, AskError>
+where
+    M: Message<Result = Result<(), FspiopError>> + Clone + Send + 'static,
+    TransferActor: Handler<M>,
+{
+    transfers.ask(&id.to_string(), message, timeout).await
+}
+
 /// The wall clock in ms since the epoch.
 pub fn system_clock_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -148,7 +163,20 @@ fn answered(answer: oneshot::Receiver<Result<(), FspiopError>>) -> Reply {
 }
 
 impl TransferActor {
+    /// Sends callbacks, except for a line of a bulk: its bulk tells the
+    /// DFSPs about all its lines at once (`PUT /bulkTransfers/{ID}`).
     fn notify_all(&self, notifications: Vec<Notification>) {
+        let in_bulk = self
+            .transfer
+            .as_ref()
+            .is_some_and(|t| t.record.bulk_transfer_id.is_some());
+        if in_bulk {
+            return;
+        }
+        self.send_now(notifications);
+    }
+
+    fn send_now(&self, notifications: Vec<Notification>) {
         for notification in notifications {
             self.services.notifier.notify(notification);
         }
@@ -229,8 +257,18 @@ impl Handler<Prepare> for TransferActor {
 
     fn handle(&mut self, prepare: Prepare, ctx: &mut Self::Context) -> Reply {
         let (answer, answer_rx) = oneshot::channel();
+        if self.transfer.is_some() && prepare.transfer.bulk_transfer_id.is_some() {
+            // A bulk line never joins an existing transfer, its own bulk's included.
+            let _ = answer.send(Err(FspiopError::new(
+                ErrorCode::ModifiedRequest,
+                "Individual transfer prepare duplicate",
+            )));
+            self.stop_if_done(ctx);
+            return answered(answer_rx);
+        }
         if let Some(existing) = &self.transfer {
-            self.notify_all(rules::on_duplicate_prepare(
+            // Answered even for a line of a bulk: the sender is not the bulk.
+            self.send_now(rules::on_duplicate_prepare(
                 existing,
                 &prepare.transfer.prepare_hash,
                 &prepare.source,
@@ -644,7 +682,8 @@ impl Handler<Get> for TransferActor {
             &get.source,
             &get.content_version,
         );
-        self.notify_all(vec![notification]);
+        // A query is answered even for a line of a bulk.
+        self.send_now(vec![notification]);
         self.stop_if_done(ctx);
         Box::pin(async { Ok(()) })
     }

@@ -569,6 +569,7 @@ mod tests {
             ilp_packet: "AQ".into(),
             prepare_hash: "h".into(),
             content_version: "1.1".into(),
+            bulk_transfer_id: None,
         }
     }
 

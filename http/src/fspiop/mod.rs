@@ -1,6 +1,7 @@
 //! The FSPIOP API (port 3000): header and schema validation, then one module
 //! per resource. Unknown paths get 3002, wrong methods 3000 (405).
 
+pub mod bulk;
 pub mod headers;
 pub mod lookup;
 pub mod routing;
@@ -17,6 +18,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/metrics").route(web::get().to(operator::metrics)));
     cfg.service(web::resource("/endpointcache").route(web::delete().to(flush_endpoint_cache)));
     transfers::routes(cfg);
+    bulk::routes(cfg);
     routing::routes(cfg);
     lookup::routes(cfg);
 }

@@ -83,7 +83,8 @@ pub fn checked_body(
     Ok(body)
 }
 
-fn text(body: &Value, pointer: &str) -> ApiResult<String> {
+/// A required string member of a JSON body, by JSON pointer.
+pub fn text(body: &Value, pointer: &str) -> ApiResult<String> {
     body.pointer(pointer)
         .and_then(Value::as_str)
         .map(str::to_string)
@@ -171,6 +172,7 @@ async fn prepare(
         ilp_packet: text(&body, "/ilpPacket")?,
         prepare_hash: request_hash(&bytes),
         content_version: version_text(headers.content_version),
+        bulk_transfer_id: None,
     };
     let message = Prepare {
         transfer,
@@ -218,19 +220,30 @@ async fn error(
     id: web::Path<String>,
     bytes: web::Bytes,
 ) -> ApiResult<HttpResponse> {
-    let headers = headers::validate(Resource::Transfers, false, request.headers())?;
-    checked_id(&id)?;
-    let body = checked_body(&state, &headers, "ErrorInformationObject", &bytes)?;
-    let message = ErrorMessage {
+    let message = error_message(&state, Resource::Transfers, &request, &id, &bytes)?;
+    state.ask_transfer(&id, PayeeError(message)).await?;
+    Ok(HttpResponse::Ok().finish())
+}
+
+/// A `PUT /{resource}/{ID}/error`, checked.
+pub fn error_message(
+    state: &AppState,
+    resource: Resource,
+    request: &HttpRequest,
+    id: &str,
+    bytes: &web::Bytes,
+) -> ApiResult<ErrorMessage> {
+    let headers = headers::validate(resource, false, request.headers())?;
+    checked_id(id)?;
+    let body = checked_body(state, &headers, "ErrorInformationObject", bytes)?;
+    Ok(ErrorMessage {
         source: headers.source.clone(),
-        hash: request_hash(&bytes),
+        hash: request_hash(bytes),
         error_code: text(&body, "/errorInformation/errorCode")?,
         error_description: text(&body, "/errorInformation/errorDescription")?,
         content_version: version_text(headers.content_version),
-        forward: forwarded(&request, &bytes),
-    };
-    state.ask_transfer(&id, PayeeError(message)).await?;
-    Ok(HttpResponse::Ok().finish())
+        forward: forwarded(request, bytes),
+    })
 }
 
 async fn get(
