@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs the whole mojaswitch test suite: makes sure MariaDB and Redis are
-# installed and running on this machine, provisions a test database user, and
+# installed and running on this machine, provisions a test database user,
+# installs the SDK scheme adapter (scripts/install-sdk-adapter.sh; cached), and
 # then runs `cargo test --workspace --release`.
 #
 # Usage:
@@ -40,7 +41,7 @@ die() {
 }
 
 usage() {
-    sed -n '2,20p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 # --- arguments -------------------------------------------------------------
@@ -289,6 +290,12 @@ echo "services: MariaDB $mysql_version on $MYSQL_HOST:$MYSQL_PORT" \
 if ((services_only)); then
     exit 0
 fi
+
+# --- the real DFSP connector (tests/tests/sdk_adapter.rs) -------------------
+# Installed once into a cache outside the repository; a no-op when cached.
+step "SDK scheme adapter: installing (cached after the first run)"
+bash scripts/install-sdk-adapter.sh ||
+    die "installing @mojaloop/sdk-scheme-adapter failed (needs node, npm, make, g++, python3)"
 
 # --- tests -----------------------------------------------------------------
 if ! command -v cargo >/dev/null 2>&1 && [[ -x "$HOME/.cargo/bin/cargo" ]]; then

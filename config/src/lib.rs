@@ -67,6 +67,10 @@ pub struct Config {
     pub on_us_transfers_enabled: bool,
     /// SEND_TRANSFER_CONFIRMATION_TO_PAYEE: the payee gets a copy of the commit.
     pub send_transfer_confirmation_to_payee: bool,
+    /// The opposite of the quoting service's SIMPLE_ROUTING_MODE: quotes,
+    /// bulk quotes and their answers are stored, and a changed resend is
+    /// refused with 3106.
+    pub quotes_persistence_enabled: bool,
     /// How often expiry timers are checked.
     pub expiry_tick_ms: u64,
     /// Timeout of one callback delivery attempt.
@@ -105,6 +109,7 @@ impl Default for Config {
             writer_queue_capacity: 10_000,
             on_us_transfers_enabled: false,
             send_transfer_confirmation_to_payee: true,
+            quotes_persistence_enabled: false,
             expiry_tick_ms: 100,
             callback_timeout_ms: 10_000,
             callback_retries_max: 3,

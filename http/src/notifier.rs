@@ -3,7 +3,7 @@
 //!
 //! `notify` never blocks an actor: it puts the notification on a bounded
 //! queue (a full queue drops it, logged and counted). A worker on the I/O
-//! runtime delivers with a pooled keep-alive client, at most
+//! runtime delivers with a pooled keep-alive hyper client that sends no headers of its own, at most
 //! `concurrency_max` at once, each attempt bounded by a timeout, retrying
 //! connection errors and 5xx answers with exponential backoff. Outcomes are
 //! counted in metrics and per participant for the operator API.
@@ -12,6 +12,10 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
 use serde::Serialize;
 use serde_json::json;
 use switch_actors::notify::{Notification, Notifier, TransferEndpoint, TransferStateBody};
@@ -33,6 +37,10 @@ pub struct CallbackLimits {
 
 /// First retry delay; each further retry waits four times longer.
 const RETRY_BACKOFF_FIRST_MS: u64 = 100;
+
+/// Longest wait for a TCP connection to a participant's endpoint (the whole
+/// attempt is also bounded by `CallbackLimits::timeout_ms`).
+const CONNECT_TIMEOUT_S: u64 = 5;
 
 /// Delivery counts of one participant.
 #[derive(Debug, Clone, Default, Serialize)]
@@ -114,11 +122,7 @@ impl HttpNotifier {
     ) -> HttpNotifier {
         let (queue, receiver) = mpsc::channel(limits.queue_capacity);
         let ledger = CallbackLedger::default();
-        let client = reqwest::Client::builder()
-            .pool_max_idle_per_host(limits.concurrency_max)
-            .timeout(Duration::from_millis(limits.timeout_ms))
-            .build()
-            .unwrap_or_else(|_| reqwest::Client::new());
+        let client = callback_client(limits.concurrency_max);
         let pending = Arc::new(std::sync::atomic::AtomicUsize::new(0));
         let delivery = Delivery {
             client,
@@ -156,8 +160,32 @@ impl HttpNotifier {
     }
 }
 
+/// The callback client sends exactly the headers a rendered callback carries:
+/// hyper adds only `Host` and `Content-Length`. (reqwest would add
+/// `Accept: */*`, which FSPIOP DFSP software such as the SDK scheme adapter
+/// rejects as an unsupported version; callbacks carry no `Accept`.)
+type CallbackClient = Client<HttpConnector, Full<bytes::Bytes>>;
+
+fn callback_client(idle_per_host: usize) -> CallbackClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    connector.set_connect_timeout(Some(Duration::from_secs(CONNECT_TIMEOUT_S)));
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(idle_per_host)
+        .build(connector)
+}
+
+/// Why one delivery attempt did not succeed.
+enum AttemptError {
+    /// The request never got an HTTP answer (connect, write or timeout):
+    /// worth retrying.
+    Transport(String),
+    /// The request could not even be built (bad URL, method or header).
+    Invalid(String),
+}
+
 struct Delivery {
-    client: reqwest::Client,
+    client: CallbackClient,
     endpoints: EndpointCache,
     hub_name: String,
     limits: CallbackLimits,
@@ -230,7 +258,7 @@ fn target_url(template: &str, target: &switch_actors::notify::Target) -> String 
 
 /// A callback ready to send.
 struct Rendered {
-    method: reqwest::Method,
+    method: hyper::Method,
     url: String,
     headers: Vec<(String, String)>,
     body: bytes::Bytes,
@@ -291,8 +319,7 @@ impl Delivery {
                 message,
                 ..
             } => Ok(Rendered {
-                method: reqwest::Method::from_bytes(method.as_bytes())
-                    .map_err(|e| e.to_string())?,
+                method: hyper::Method::from_bytes(method.as_bytes()).map_err(|e| e.to_string())?,
                 url: render(&template, &[("transferId", transfer_id), ("fsp", to)]),
                 headers: message.headers.clone(),
                 body: message.body.clone(),
@@ -307,9 +334,9 @@ impl Delivery {
                 let method = if *patch { "PATCH" } else { "PUT" };
                 Ok(Rendered {
                     method: if *patch {
-                        reqwest::Method::PATCH
+                        hyper::Method::PATCH
                     } else {
-                        reqwest::Method::PUT
+                        hyper::Method::PUT
                     },
                     url: render(&template, &[("transferId", transfer_id), ("fsp", to)]),
                     headers: hub_headers(transfer_id, method, "", content_version),
@@ -322,20 +349,20 @@ impl Delivery {
                 content_version,
                 ..
             } => Ok(Rendered {
-                method: reqwest::Method::PUT,
+                method: hyper::Method::PUT,
                 url: render(&template, &[("transferId", transfer_id), ("fsp", to)]),
                 headers: hub_headers(transfer_id, "PUT", "/error", content_version),
                 body: bytes::Bytes::from(error_body(error).to_string()),
             }),
             Notification::Route(routed) => Ok(Rendered {
-                method: reqwest::Method::from_bytes(routed.method.as_bytes())
+                method: hyper::Method::from_bytes(routed.method.as_bytes())
                     .map_err(|e| e.to_string())?,
                 url: target_url(&template, &routed.target),
                 headers: routed.message.headers.clone(),
                 body: routed.message.body.clone(),
             }),
             Notification::Hub(message) => Ok(Rendered {
-                method: reqwest::Method::from_bytes(message.method.as_bytes())
+                method: hyper::Method::from_bytes(message.method.as_bytes())
                     .map_err(|e| e.to_string())?,
                 url: target_url(&template, &message.target),
                 headers: vec![
@@ -371,27 +398,19 @@ impl Delivery {
         };
         let mut attempt = 0;
         loop {
-            let mut request = self
-                .client
-                .request(rendered.method.clone(), &rendered.url)
-                .body(rendered.body.clone());
-            for (name, value) in &rendered.headers {
-                request = request.header(name.as_str(), value.as_str());
-            }
-            let outcome = request.send().await;
-            let retryable = match &outcome {
-                Ok(response) if response.status().is_success() => {
+            let (retryable, reason) = match self.attempt(&rendered).await {
+                Ok(status) if status.is_success() => {
                     self.metrics
                         .callback(kind, "delivered", started.elapsed().as_secs_f64());
                     self.ledger.update(&to, |s| s.delivered += 1);
                     return;
                 }
-                Ok(response) => response.status().is_server_error(),
-                Err(error) => error.is_connect() || error.is_timeout() || error.is_request(),
-            };
-            let reason = match outcome {
-                Ok(response) => format!("{} answered {}", rendered.url, response.status()),
-                Err(error) => format!("{}: {error}", rendered.url),
+                Ok(status) => (
+                    status.is_server_error(),
+                    format!("{} answered {status}", rendered.url),
+                ),
+                Err(AttemptError::Transport(reason)) => (true, reason),
+                Err(AttemptError::Invalid(reason)) => (false, reason),
             };
             if !retryable || attempt >= self.limits.retries_max {
                 self.failed(&to, kind, started, reason);
@@ -401,6 +420,38 @@ impl Delivery {
             self.ledger.update(&to, |s| s.retried += 1);
             let backoff = RETRY_BACKOFF_FIRST_MS * 4u64.pow(attempt - 1);
             tokio::time::sleep(Duration::from_millis(backoff)).await;
+        }
+    }
+
+    /// One request, bounded by the callback timeout; the answer's body is
+    /// read (and dropped) so that the connection goes back to the pool.
+    async fn attempt(&self, rendered: &Rendered) -> Result<hyper::StatusCode, AttemptError> {
+        let mut request = hyper::Request::builder()
+            .method(rendered.method.clone())
+            .uri(rendered.url.as_str());
+        for (name, value) in &rendered.headers {
+            request = request.header(name.as_str(), value.as_str());
+        }
+        let request = request
+            .body(Full::new(rendered.body.clone()))
+            .map_err(|e| AttemptError::Invalid(format!("{}: {e}", rendered.url)))?;
+        let exchange = async {
+            let response = self.client.request(request).await?;
+            let status = response.status();
+            // A body that fails to arrive does not change the status.
+            let _ = response.into_body().collect().await;
+            Ok::<_, hyper_util::client::legacy::Error>(status)
+        };
+        match tokio::time::timeout(Duration::from_millis(self.limits.timeout_ms), exchange).await {
+            Ok(Ok(status)) => Ok(status),
+            Ok(Err(error)) => Err(AttemptError::Transport(format!(
+                "{}: {error}",
+                rendered.url
+            ))),
+            Err(_) => Err(AttemptError::Transport(format!(
+                "{}: no answer within {} ms",
+                rendered.url, self.limits.timeout_ms
+            ))),
         }
     }
 

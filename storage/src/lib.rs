@@ -22,6 +22,7 @@ pub mod check;
 pub mod ledger;
 pub mod lookup;
 pub mod participants;
+pub mod quotes;
 pub mod transfers;
 pub mod writer;
 

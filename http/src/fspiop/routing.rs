@@ -15,7 +15,9 @@ use switch_actors::{ErrorCode, FspiopError};
 use super::headers::{self, Resource};
 use super::transfers::{checked_body, checked_id, forwarded, required_destination, version_text};
 use crate::errors::{ApiError, ApiResult};
+use crate::json::request_hash;
 use crate::state::AppState;
+use switch_storage::quotes::{QuoteMessage, Recorded};
 
 /// How one routed resource is served.
 struct Route {
@@ -256,7 +258,11 @@ async fn route_message(
             ),
         ));
     }
-    if let Some(refusal) = destination_refusal(state, route, &outgoing, post_body).await? {
+    let refusal = match destination_refusal(state, route, &outgoing, post_body).await? {
+        Some(refusal) => Some(refusal),
+        None => duplicate_refusal(state, route, &outgoing, &bytes).await?,
+    };
+    if let Some(refusal) = refusal {
         // Nothing is forwarded; the source learns why by callback.
         let path = format!("/{}/{}/error", route.segment, outgoing.id);
         state.notifier.notify(Notification::Hub(HubMessage {
@@ -285,6 +291,46 @@ async fn route_message(
         message: forwarded(request, &bytes),
     }));
     Ok(())
+}
+
+/// With quote persistence on, stores a quote message and refuses a changed
+/// resend with 3106. An identical resend is passed on again, as the
+/// reference quoting service does.
+async fn duplicate_refusal(
+    state: &AppState,
+    route: &Route,
+    outgoing: &Outgoing,
+    bytes: &web::Bytes,
+) -> ApiResult<Option<FspiopError>> {
+    let persisted = matches!(route.resource, Resource::Quotes | Resource::BulkQuotes);
+    if !state.config.quotes_persistence_enabled || !persisted {
+        return Ok(None);
+    }
+    let kind = match outgoing.method {
+        "POST" => "REQUEST",
+        "PUT" if outgoing.path.ends_with("/error") => "ERROR",
+        "PUT" => "RESPONSE",
+        _ => return Ok(None),
+    };
+    let message = QuoteMessage {
+        resource: route.segment.to_string(),
+        quote_id: outgoing.id.clone(),
+        kind: kind.to_string(),
+        hash: request_hash(bytes),
+        source_fsp: outgoing.source.clone(),
+        destination_fsp: outgoing.destination.clone(),
+        body: String::from_utf8_lossy(bytes).into_owned(),
+    };
+    match state.store.record_quote_message(message).await? {
+        Recorded::New | Recorded::Resend => Ok(None),
+        Recorded::Changed => Ok(Some(FspiopError::new(
+            ErrorCode::ModifiedRequest,
+            format!(
+                "a different {} message was already received for {}",
+                route.segment, outgoing.id
+            ),
+        ))),
+    }
 }
 
 /// Why the message cannot go to its destination, if it cannot.
