@@ -510,6 +510,31 @@ impl Dfsp {
         None
     }
 
+    /// How many received requests match `pred`, waiting up to `timeout` for
+    /// there to be at least `count`. (A `wait_for` predicate runs under the
+    /// simulator's lock, so it must not call `received()` itself: count here.)
+    pub async fn wait_for_count(
+        &self,
+        pred: impl Fn(&Received) -> bool,
+        count: usize,
+        timeout: Duration,
+    ) -> usize {
+        let deadline = Instant::now() + timeout;
+        let max_polls = timeout.as_millis() / POLL.as_millis() + 2;
+        let mut seen = 0;
+        for _ in 0..max_polls {
+            seen = lock(&self.shared.received)
+                .iter()
+                .filter(|r| pred(r))
+                .count();
+            if seen >= count || Instant::now() >= deadline {
+                break;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        seen
+    }
+
     /// The first `method` request to exactly `path`, waiting up to `timeout`.
     pub async fn wait_for_request(
         &self,
