@@ -14,6 +14,7 @@ pub mod error;
 pub mod notify;
 pub mod participants;
 pub mod position;
+pub mod settlement;
 pub mod transfer;
 
 pub use error::{ErrorCode, FspiopError};

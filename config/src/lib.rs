@@ -73,6 +73,12 @@ pub struct Config {
     pub quotes_persistence_enabled: bool,
     /// How often expiry timers are checked.
     pub expiry_tick_ms: u64,
+    /// Close the open settlement window every this many seconds (0: only
+    /// when the operator closes it; the reference hub needs an external cron).
+    pub settlement_window_close_interval_s: u64,
+    /// How long the operator API waits for a settlement change (a close or a
+    /// step over many accounts).
+    pub settlement_reply_timeout_ms: u64,
     /// Timeout of one callback delivery attempt.
     pub callback_timeout_ms: u64,
     /// Retries of a callback after a connection error or a 5xx.
@@ -111,6 +117,8 @@ impl Default for Config {
             send_transfer_confirmation_to_payee: true,
             quotes_persistence_enabled: false,
             expiry_tick_ms: 100,
+            settlement_window_close_interval_s: 0,
+            settlement_reply_timeout_ms: 60_000,
             callback_timeout_ms: 10_000,
             callback_retries_max: 3,
             callback_concurrency_max: 256,
@@ -232,7 +240,11 @@ impl Config {
         if self.actor_reply_timeout_ms == 0 {
             return bad("actor_reply_timeout_ms", "must be positive");
         }
-        let positive: [(&str, u64); 11] = [
+        let positive: [(&str, u64); 12] = [
+            (
+                "settlement_reply_timeout_ms",
+                self.settlement_reply_timeout_ms,
+            ),
             (
                 "transfers_in_flight_max",
                 self.transfers_in_flight_max as u64,

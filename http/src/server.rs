@@ -24,6 +24,9 @@ use switch_storage::{PoolSettings, Store};
 use switch_actors::bulk::{bulk_directory, BulkServices};
 use switch_actors::participants::ParticipantCache;
 use switch_actors::position::PositionLimits;
+use switch_actors::settlement::{
+    settlement_directory, CloseWindow, SettlementDirectory, SettlementKey,
+};
 use switch_actors::transfer::rules::TransferSettings;
 use switch_actors::transfer::{system_clock_ms, transfer_directory, Expire, TransferServices};
 use switch_cluster::timers::{LocalTimers, Timers};
@@ -191,6 +194,20 @@ async fn run(
         bulk_timers.schedule(&id, expiration_ms);
     }
     actix_web::rt::spawn(fire_expired(bulk_timers, bulks.clone(), tick));
+    let settlements = Arc::new(settlement_directory(
+        shards.clone(),
+        store.clone(),
+        positions.clone(),
+        Duration::from_millis(config.actor_reply_timeout_ms),
+    ));
+    if config.settlement_window_close_interval_s > 0 {
+        let every = Duration::from_secs(config.settlement_window_close_interval_s);
+        actix_web::rt::spawn(close_windows_on_schedule(
+            store.clone(),
+            settlements.clone(),
+            every,
+        ));
+    }
     let oracles = crate::oracle::Oracles::new(store.clone(), io.clone());
     let notifier_for_shutdown = notifier.clone();
     let state = web::Data::new(AppState {
@@ -199,6 +216,7 @@ async fn run(
         positions,
         transfers,
         bulks,
+        settlements,
         transfers_live,
         participants,
         endpoints,
@@ -370,4 +388,41 @@ fn as_fspiop<B>(
     Ok(ErrorHandlerResponse::Response(
         ServiceResponse::new(request, response).map_into_right_body(),
     ))
+}
+
+/// Closes the open settlement window every `every` (the
+/// `settlement_window_close_interval_s` schedule).
+async fn close_windows_on_schedule(
+    store: Store,
+    settlements: Arc<SettlementDirectory>,
+    every: Duration,
+) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.tick().await;
+    loop {
+        ticks.tick().await;
+        let id = match store.open_window().await {
+            Ok(id) => id,
+            Err(error) => {
+                tracing::error!(%error, "scheduled window close: cannot read the open window");
+                continue;
+            }
+        };
+        let close = CloseWindow {
+            id,
+            reason: "scheduled close".into(),
+        };
+        let addr = settlements.get(&SettlementKey);
+        match switch_cluster::ask(&addr, close, every).await {
+            Ok(Ok(next)) => tracing::info!(
+                closed = id,
+                opened = next,
+                "settlement window closed on schedule"
+            ),
+            Ok(Err(error)) => tracing::warn!(%error, window = id, "scheduled window close refused"),
+            Err(error) => {
+                tracing::error!(?error, window = id, "scheduled window close did not finish")
+            }
+        }
+    }
 }

@@ -26,6 +26,7 @@ pub struct AppState {
     pub positions: Arc<PositionDirectory>,
     pub transfers: Arc<TransferDirectory>,
     pub bulks: Arc<switch_actors::bulk::BulkDirectory>,
+    pub settlements: Arc<switch_actors::settlement::SettlementDirectory>,
     /// Live transfer actors (see `transfers_in_flight_max`).
     pub transfers_live: Arc<std::sync::atomic::AtomicUsize>,
     pub participants: ParticipantCache,

@@ -57,6 +57,8 @@ impl Store {
             reports.push(check_admin_transfers_final(&mut tx).await?);
             reports.push(check_currency_nets_zero(&mut tx).await?);
             reports.push(check_transfer_movements(&mut tx).await?);
+            reports.push(check_window_content(&mut tx).await?);
+            reports.push(check_settlement_moves(&mut tx).await?);
             tx.rollback().await?;
             Ok(reports)
         })
@@ -275,6 +277,131 @@ async fn check_transfer_movements(tx: &mut Snapshot) -> Result<InvariantReport> 
     }
     for (reference, _) in moves {
         report.violation(format!("position changes for unknown transfer {reference}"));
+    }
+    Ok(report)
+}
+
+/// Per closed window and currency, the aggregated content equals the
+/// transfers committed into the window: the same sum, the same count.
+async fn check_window_content(tx: &mut Snapshot) -> Result<InvariantReport> {
+    let mut report = InvariantReport::new("closed_windows_hold_exactly_their_commits");
+    let committed = sqlx::query(
+        "SELECT f.settlement_window_id, t.currency_id, CAST(SUM(t.amount) AS SIGNED) AS total, COUNT(*) AS n \
+         FROM transfer_fulfilment f JOIN transfer t ON t.transfer_id = f.transfer_id \
+         JOIN settlement_window w ON w.settlement_window_id = f.settlement_window_id \
+         WHERE w.state <> 'OPEN' GROUP BY f.settlement_window_id, t.currency_id",
+    )
+    .fetch_all(&mut **tx)
+    .await?;
+    let aggregated = sqlx::query(
+        "SELECT c.settlement_window_id, c.currency_id, CAST(SUM(a.sent_amount) AS SIGNED) AS total, \
+         CAST(SUM(a.sent_count) AS SIGNED) AS n, CAST(SUM(a.sent_amount - a.received_amount) AS SIGNED) AS net \
+         FROM settlement_window_content c JOIN settlement_content_aggregation a \
+         ON a.settlement_window_content_id = c.settlement_window_content_id \
+         GROUP BY c.settlement_window_id, c.currency_id",
+    )
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut expected: BTreeMap<(i64, String), (i64, i64)> = BTreeMap::new();
+    for row in &committed {
+        report.rows_checked += 1;
+        let key = (col(row, "settlement_window_id")?, col(row, "currency_id")?);
+        expected.insert(key, (col(row, "total")?, col(row, "n")?));
+    }
+    for row in &aggregated {
+        let key: (i64, String) = (col(row, "settlement_window_id")?, col(row, "currency_id")?);
+        let found: (i64, i64) = (col(row, "total")?, col(row, "n")?);
+        let net: i64 = col(row, "net")?;
+        if net != 0 {
+            report.violation(format!(
+                "window {} {}: content nets to {net}, not 0",
+                key.0, key.1
+            ));
+        }
+        match expected.remove(&key) {
+            Some(wanted) if wanted == found => {}
+            wanted => report.violation(format!(
+                "window {} {}: content (sum, count) {found:?}, committed transfers {wanted:?}",
+                key.0, key.1
+            )),
+        }
+    }
+    for ((window, currency), wanted) in expected {
+        report.violation(format!(
+            "window {window} {currency}: committed transfers {wanted:?} are in no content"
+        ));
+    }
+    Ok(report)
+}
+
+/// Each settlement's nets sum to zero per currency, and a settlement
+/// account moved positions exactly once, by its net, if and only if it
+/// passed PS_TRANSFERS_COMMITTED under a model with automatic position reset.
+async fn check_settlement_moves(tx: &mut Snapshot) -> Result<InvariantReport> {
+    let mut report = InvariantReport::new("settlements_net_to_zero_and_move_positions_once");
+    let accounts = sqlx::query(
+        "SELECT spc.settlement_id, spc.participant_currency_id, pc.currency_id, spc.net_amount, spc.state, m.auto_position_reset \
+         FROM settlement_participant_currency spc \
+         JOIN participant_currency pc ON pc.participant_currency_id = spc.participant_currency_id \
+         JOIN settlement s ON s.settlement_id = spc.settlement_id \
+         JOIN settlement_model m ON m.settlement_model_id = s.settlement_model_id",
+    )
+    .fetch_all(&mut **tx)
+    .await?;
+    let moves = sqlx::query(
+        "SELECT reference, participant_currency_id, COUNT(*) AS n, CAST(SUM(change_value) AS SIGNED) AS total \
+         FROM participant_position_change WHERE kind = 'SETTLEMENT_POSITION_RESET' GROUP BY reference, participant_currency_id",
+    )
+    .fetch_all(&mut **tx)
+    .await?;
+    let mut moved: BTreeMap<(String, i64), (i64, i64)> = BTreeMap::new();
+    for row in &moves {
+        let reference: Option<String> = col(row, "reference")?;
+        moved.insert(
+            (
+                reference.unwrap_or_default(),
+                col(row, "participant_currency_id")?,
+            ),
+            (col(row, "n")?, col(row, "total")?),
+        );
+    }
+    let mut nets: BTreeMap<(i64, String), i64> = BTreeMap::new();
+    for row in &accounts {
+        report.rows_checked += 1;
+        let settlement: i64 = col(row, "settlement_id")?;
+        let account: i64 = col(row, "participant_currency_id")?;
+        let net: i64 = col(row, "net_amount")?;
+        let state: String = col(row, "state")?;
+        let auto_reset = col::<i64>(row, "auto_position_reset")? != 0;
+        *nets
+            .entry((settlement, col(row, "currency_id")?))
+            .or_default() += net;
+        let passed_commit = state == "PS_TRANSFERS_COMMITTED" || state == "SETTLED";
+        let wanted = if passed_commit && auto_reset && net != 0 {
+            (1, -net)
+        } else {
+            (0, 0)
+        };
+        let found = moved
+            .remove(&(format!("settlement:{settlement}"), account))
+            .unwrap_or((0, 0));
+        if found != wanted {
+            report.violation(format!(
+                "settlement {settlement} account {account} ({state}, net {net}): position moves {found:?}, expected {wanted:?}"
+            ));
+        }
+    }
+    for ((settlement, currency), net) in nets {
+        if net != 0 {
+            report.violation(format!(
+                "settlement {settlement} {currency}: nets sum to {net}, not 0"
+            ));
+        }
+    }
+    for ((reference, account), found) in moved {
+        report.violation(format!(
+            "position moves {found:?} on account {account} for unknown {reference}"
+        ));
     }
     Ok(report)
 }

@@ -13,6 +13,7 @@ use rust_decimal::Decimal;
 use sqlx::{Any, AnyPool, Transaction};
 
 use crate::participants::AccountRecord;
+use crate::settlement::{write_account_steps, SettlementAccountStep};
 use crate::transfers::{write_transfer_rows, TransferWrite};
 use crate::{col, from_units, now_text, to_units, Result, StorageError, Store};
 
@@ -74,6 +75,8 @@ pub struct LedgerWrite {
     pub admin_transfers: Vec<NewAdminTransfer>,
     pub admin_states: Vec<AdminStateChange>,
     pub transfers: TransferWrite,
+    /// Settlement account steps made durable with the money they move.
+    pub settlement_steps: Vec<SettlementAccountStep>,
 }
 
 impl LedgerWrite {
@@ -85,6 +88,7 @@ impl LedgerWrite {
         self.admin_transfers.extend(other.admin_transfers);
         self.admin_states.extend(other.admin_states);
         self.transfers.append(other.transfers);
+        self.settlement_steps.extend(other.settlement_steps);
     }
 
     pub fn is_empty(&self) -> bool {
@@ -94,6 +98,7 @@ impl LedgerWrite {
             && self.limits.is_empty()
             && self.admin_transfers.is_empty()
             && self.admin_states.is_empty()
+            && self.settlement_steps.is_empty()
     }
 }
 
@@ -292,6 +297,7 @@ async fn write_rows(tx: &mut Transaction<'static, Any>, write: &LedgerWrite) -> 
     for increment in &write.increments {
         write_increment(tx, increment, &now).await?;
     }
+    write_account_steps(tx, &write.settlement_steps, &now).await?;
     Ok(())
 }
 

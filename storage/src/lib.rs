@@ -23,6 +23,7 @@ pub mod ledger;
 pub mod lookup;
 pub mod participants;
 pub mod quotes;
+pub mod settlement;
 pub mod transfers;
 pub mod writer;
 

@@ -102,6 +102,26 @@ fn placeholders(row: &str, rows: usize) -> String {
     vec![row; rows].join(", ")
 }
 
+/// The open settlement window, locked until the caller's transaction ends.
+///
+/// Every commit joins the window that is open when its batch commits. The
+/// UPDATE takes the row lock that a window close also takes, so a batch
+/// either commits wholly before a close (its transfers are in the closed
+/// window's content) or waits and joins the next window.
+pub(crate) async fn lock_open_window(tx: &mut Transaction<'static, Any>) -> Result<i64> {
+    sqlx::query(
+        "UPDATE settlement_window_open SET commit_batches = commit_batches + 1 WHERE singleton = 1",
+    )
+    .execute(&mut **tx)
+    .await?;
+    col(
+        &sqlx::query("SELECT settlement_window_id FROM settlement_window_open WHERE singleton = 1")
+            .fetch_one(&mut **tx)
+            .await?,
+        "settlement_window_id",
+    )
+}
+
 /// Writes the transfer rows of a batch inside the caller's transaction.
 pub(crate) async fn write_transfer_rows(
     tx: &mut Transaction<'static, Any>,
@@ -149,13 +169,7 @@ pub(crate) async fn write_transfer_rows(
         query.execute(&mut **tx).await?;
     }
     if !write.fulfilments.is_empty() {
-        // Every commit joins the window that is open when its batch commits.
-        let window: i64 = col(
-            &sqlx::query("SELECT MAX(settlement_window_id) AS id FROM settlement_window")
-                .fetch_one(&mut **tx)
-                .await?,
-            "id",
-        )?;
+        let window = lock_open_window(tx).await?;
         for chunk in write.fulfilments.chunks(INSERT_ROWS_MAX) {
             let sql = format!(
                 "INSERT INTO transfer_fulfilment (transfer_id, ilp_fulfilment, completed_timestamp, settlement_window_id, created_date) VALUES {}",

@@ -15,6 +15,7 @@ use switch_storage::ledger::{
     NewAdminTransfer, NewLimit,
 };
 
+use switch_storage::settlement::SettlementAccountStep;
 use switch_storage::transfers::{
     MessageHash, NewFulfilment, NewTransfer, NewTransferError, TransferStateChange, TransferWrite,
 };
@@ -90,6 +91,20 @@ pub enum PositionCommand {
         amount: Decimal,
         fulfilment: NewFulfilment,
         hash: Option<MessageHash>,
+    },
+    /// The reserve step of a settlement account: a net payer's liquidity
+    /// cover must hold its net amount (4001 otherwise). Moves nothing.
+    SettlementLiquidityCheck {
+        net_amount: Decimal,
+    },
+    /// The commit step of a settlement account with automatic position
+    /// reset: the position moves back by the net amount and the settlement
+    /// account by the opposite, each against HUB_MULTILATERAL_SETTLEMENT,
+    /// durable together with the account's step.
+    SettlementTransfer {
+        settlement_id: i64,
+        net_amount: Decimal,
+        step: SettlementAccountStep,
     },
     /// Gives a reservation back to the payer (payee error, invalid fulfil, expiry).
     Reverse {
@@ -198,7 +213,80 @@ pub fn decide(
             error,
             hash,
         } => Ok(reverse(book, &transfer_id, amount, states, error, hash)),
+        PositionCommand::SettlementLiquidityCheck { net_amount } => {
+            settlement_liquidity_check(book, net_amount)
+        }
+        PositionCommand::SettlementTransfer {
+            settlement_id,
+            net_amount,
+            step,
+        } => Ok(settlement_transfer(book, settlement_id, net_amount, step)),
     }
+}
+
+fn settlement_liquidity_check(
+    book: &PositionBook,
+    net_amount: Decimal,
+) -> Result<Decision, FspiopError> {
+    let cover = -(book.settlement.value + book.settlement.reserved);
+    if net_amount > Decimal::ZERO && cover < net_amount {
+        return Err(FspiopError::new(
+            ErrorCode::PayerInsufficientLiquidity,
+            format!(
+                "{} holds {cover} {} at the settlement bank but owes {net_amount}",
+                book.participant, book.currency
+            ),
+        ));
+    }
+    Ok(Decision {
+        duplicate: false,
+        ..unchanged(book)
+    })
+}
+
+fn settlement_transfer(
+    book: &PositionBook,
+    settlement_id: i64,
+    net_amount: Decimal,
+    step: SettlementAccountStep,
+) -> Decision {
+    let mut next = book.clone();
+    let reference = format!("settlement:{settlement_id}");
+    let write = LedgerWrite {
+        changes: vec![
+            move_account(
+                &mut next.position,
+                -net_amount,
+                Decimal::ZERO,
+                "SETTLEMENT_POSITION_RESET",
+                Some(&reference),
+            ),
+            move_account(
+                &mut next.settlement,
+                net_amount,
+                Decimal::ZERO,
+                "SETTLEMENT_ACCOUNT_MOVE",
+                Some(&reference),
+            ),
+        ],
+        increments: vec![
+            AccountIncrement {
+                account_id: book.hub_multilateral_settlement,
+                change_value: net_amount,
+                kind: "SETTLEMENT_POSITION_RESET".into(),
+                reference: Some(reference.clone()),
+            },
+            AccountIncrement {
+                account_id: book.hub_multilateral_settlement,
+                change_value: -net_amount,
+                kind: "SETTLEMENT_ACCOUNT_MOVE".into(),
+                reference: Some(reference),
+            },
+        ],
+        settlement_steps: vec![step],
+        ..LedgerWrite::default()
+    };
+    applied(next, write)
 }
 
 fn transfer_state(transfer_id: &str, state: &str, reason: Option<String>) -> TransferStateChange {

@@ -4,6 +4,7 @@
 pub mod oracles;
 mod participants;
 mod reference;
+mod settlement;
 
 use actix_web::{web, HttpResponse};
 use serde_json::json;
@@ -37,6 +38,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     );
     participants::routes(cfg);
     oracles::routes(cfg);
+    settlement::routes(cfg);
 }
 
 /// `GET /health` in the reference hub's shape; 502 when a dependency is down.
