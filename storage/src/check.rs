@@ -337,6 +337,8 @@ async fn check_window_content(tx: &mut Snapshot) -> Result<InvariantReport> {
 /// Each settlement's nets sum to zero per currency, and a settlement
 /// account moved positions exactly once, by its net, if and only if it
 /// passed PS_TRANSFERS_COMMITTED under a model with automatic position reset.
+/// (The hub's counter-entries on HUB_MULTILATERAL_SETTLEMENT net to zero per
+/// settlement; `balances_net_to_zero_per_currency` covers them.)
 async fn check_settlement_moves(tx: &mut Snapshot) -> Result<InvariantReport> {
     let mut report = InvariantReport::new("settlements_net_to_zero_and_move_positions_once");
     let accounts = sqlx::query(
@@ -349,8 +351,12 @@ async fn check_settlement_moves(tx: &mut Snapshot) -> Result<InvariantReport> {
     .fetch_all(&mut **tx)
     .await?;
     let moves = sqlx::query(
-        "SELECT reference, participant_currency_id, COUNT(*) AS n, CAST(SUM(change_value) AS SIGNED) AS total \
-         FROM participant_position_change WHERE kind = 'SETTLEMENT_POSITION_RESET' GROUP BY reference, participant_currency_id",
+        "SELECT c.reference, c.participant_currency_id, COUNT(*) AS n, CAST(SUM(c.change_value) AS SIGNED) AS total \
+         FROM participant_position_change c \
+         JOIN participant_currency pc ON pc.participant_currency_id = c.participant_currency_id \
+         JOIN ledger_account_type lat ON lat.ledger_account_type_id = pc.ledger_account_type_id \
+         WHERE c.kind = 'SETTLEMENT_POSITION_RESET' AND lat.name = 'POSITION' \
+         GROUP BY c.reference, c.participant_currency_id",
     )
     .fetch_all(&mut **tx)
     .await?;
