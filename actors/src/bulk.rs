@@ -728,7 +728,7 @@ async fn on_expire(s: Arc<BulkServices>, known: Option<BulkRecord>, _: Arc<Answe
 }
 
 fn is_line_final(internal: &str) -> bool {
-    matches!(api_state(internal), "COMMITTED" | "ABORTED" | "SETTLED")
+    matches!(api_state(internal), "COMMITTED" | "ABORTED")
 }
 
 // -- helpers ---------------------------------------------------------------
@@ -910,7 +910,7 @@ fn line_result(line: &BulkLine) -> Option<Value> {
         })
     };
     match line.state.as_deref().map(api_state) {
-        Some("COMMITTED" | "SETTLED") => Some(json!({
+        Some("COMMITTED") => Some(json!({
             "transferId": line.transfer_id,
             "fulfilment": line.fulfilment.clone().unwrap_or_default(),
         })),

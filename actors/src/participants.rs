@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use switch_storage::participants::SettlementModelRecord;
 use switch_storage::Store;
 
 use crate::error::FspiopError;
@@ -41,6 +42,8 @@ impl ParticipantSnapshot {
 pub struct ParticipantCache {
     store: Store,
     entries: Arc<Mutex<HashMap<String, Option<Arc<ParticipantSnapshot>>>>>,
+    /// The settlement models, read once and kept until the operator changes one.
+    models: Arc<Mutex<Option<Arc<Vec<SettlementModelRecord>>>>>,
 }
 
 impl std::fmt::Debug for ParticipantCache {
@@ -54,7 +57,48 @@ impl ParticipantCache {
         ParticipantCache {
             store,
             entries: Arc::new(Mutex::new(HashMap::new())),
+            models: Arc::new(Mutex::new(None)),
         }
+    }
+
+    /// The IMMEDIATE-GROSS model that settles `currency`, if that is how it
+    /// settles: the active POSITION model for the currency, else the active
+    /// default model (no currency), decides.
+    pub async fn gross_model(&self, currency: &str) -> Result<Option<i64>, FspiopError> {
+        let cached = self
+            .models
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone();
+        let models = match cached {
+            Some(models) => models,
+            None => {
+                let loaded = Arc::new(self.store.settlement_models().await?);
+                *self
+                    .models
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(loaded.clone());
+                loaded
+            }
+        };
+        let applies =
+            |m: &&SettlementModelRecord| m.is_active && m.ledger_account_type == "POSITION";
+        let model = models
+            .iter()
+            .filter(applies)
+            .find(|m| m.currency.as_deref() == Some(currency))
+            .or_else(|| models.iter().filter(applies).find(|m| m.currency.is_none()));
+        Ok(model
+            .filter(|m| m.settlement_delay == "IMMEDIATE" && m.settlement_granularity == "GROSS")
+            .map(|m| m.id))
+    }
+
+    /// Forgets the settlement models (after the operator changed one).
+    pub fn models_changed(&self) {
+        *self
+            .models
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
     }
 
     /// The participant, or `None` if no participant has that name.

@@ -51,6 +51,8 @@ pub enum StartError {
     Listen(#[from] std::io::Error),
     #[error("FSPIOP schemas: {0}")]
     Schemas(String),
+    #[error("recovery: {0}")]
+    Recovery(String),
 }
 
 /// The runtime that owns all connections to the database and Redis.
@@ -194,6 +196,7 @@ async fn run(
         bulk_timers.schedule(&id, expiration_ms);
     }
     actix_web::rt::spawn(fire_expired(bulk_timers, bulks.clone(), tick));
+    finish_gross_settlements(&store, &positions, config.actor_reply_timeout_ms).await?;
     let settlements = Arc::new(settlement_directory(
         shards.clone(),
         store.clone(),
@@ -425,4 +428,45 @@ async fn close_windows_on_schedule(
             }
         }
     }
+}
+
+/// Writes the payer's side of gross settlements that a stop interrupted
+/// between the payee's commit and the payer's batch. Runs before the
+/// listeners open, so no live commit can race it.
+async fn finish_gross_settlements(
+    store: &Store,
+    positions: &Arc<switch_actors::position::PositionDirectory>,
+    timeout_ms: u64,
+) -> Result<(), StartError> {
+    use switch_actors::position::rules::PositionCommand;
+    use switch_actors::position::{PositionKey, PositionRequest};
+    for unsettled in store.unsettled_gross().await? {
+        let key = PositionKey {
+            participant: unsettled.payer_fsp.clone(),
+            currency: unsettled.currency.clone(),
+        };
+        let settle = PositionCommand::GrossSettlePayer {
+            transfer_id: unsettled.transfer_id.clone(),
+            amount: unsettled.amount,
+        };
+        let addr = positions.get(&key);
+        match switch_cluster::ask(
+            &addr,
+            PositionRequest(settle),
+            Duration::from_millis(timeout_ms),
+        )
+        .await
+        {
+            Ok(Ok(_)) => {
+                tracing::info!(transfer_id = %unsettled.transfer_id, "finished the payer's side of a gross settlement")
+            }
+            other => {
+                return Err(StartError::Recovery(format!(
+                    "cannot finish the gross settlement of {}: {other:?}",
+                    unsettled.transfer_id
+                )))
+            }
+        }
+    }
+    Ok(())
 }

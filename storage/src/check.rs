@@ -59,6 +59,7 @@ impl Store {
             reports.push(check_transfer_movements(&mut tx).await?);
             reports.push(check_window_content(&mut tx).await?);
             reports.push(check_settlement_moves(&mut tx).await?);
+            reports.push(check_gross_settlements(&mut tx).await?);
             tx.rollback().await?;
             Ok(reports)
         })
@@ -282,14 +283,16 @@ async fn check_transfer_movements(tx: &mut Snapshot) -> Result<InvariantReport> 
 }
 
 /// Per closed window and currency, the aggregated content equals the
-/// transfers committed into the window: the same sum, the same count.
+/// transfers committed into the window and not settled gross: the same sum,
+/// the same count.
 async fn check_window_content(tx: &mut Snapshot) -> Result<InvariantReport> {
     let mut report = InvariantReport::new("closed_windows_hold_exactly_their_commits");
     let committed = sqlx::query(
         "SELECT f.settlement_window_id, t.currency_id, CAST(SUM(t.amount) AS SIGNED) AS total, COUNT(*) AS n \
          FROM transfer_fulfilment f JOIN transfer t ON t.transfer_id = f.transfer_id \
          JOIN settlement_window w ON w.settlement_window_id = f.settlement_window_id \
-         WHERE w.state <> 'OPEN' GROUP BY f.settlement_window_id, t.currency_id",
+         LEFT JOIN gross_settlement g ON g.transfer_id = f.transfer_id \
+         WHERE w.state <> 'OPEN' AND g.transfer_id IS NULL GROUP BY f.settlement_window_id, t.currency_id",
     )
     .fetch_all(&mut **tx)
     .await?;
@@ -408,6 +411,51 @@ async fn check_settlement_moves(tx: &mut Snapshot) -> Result<InvariantReport> {
         report.violation(format!(
             "position moves {found:?} on account {account} for unknown {reference}"
         ));
+    }
+    Ok(report)
+}
+
+/// A transfer settled gross moved positions back exactly once per side:
+/// the payee's by +amount with the commit, the payer's by -amount when the
+/// settlement completed (and then the transfer is SETTLED).
+async fn check_gross_settlements(tx: &mut Snapshot) -> Result<InvariantReport> {
+    let mut report = InvariantReport::new("gross_settlements_move_each_side_once");
+    let rows = sqlx::query(
+        "SELECT g.transfer_id, t.amount, g.payer_settled_date, \
+         (SELECT COUNT(*) FROM participant_position_change c \
+            JOIN participant_currency pc ON pc.participant_currency_id = c.participant_currency_id \
+            JOIN ledger_account_type lat ON lat.ledger_account_type_id = pc.ledger_account_type_id \
+            WHERE c.reference = g.transfer_id AND c.kind = 'GROSS_SETTLEMENT' AND lat.name = 'POSITION') AS moves, \
+         (SELECT CAST(COALESCE(SUM(c.change_value), 0) AS SIGNED) FROM participant_position_change c \
+            JOIN participant_currency pc ON pc.participant_currency_id = c.participant_currency_id \
+            JOIN ledger_account_type lat ON lat.ledger_account_type_id = pc.ledger_account_type_id \
+            WHERE c.reference = g.transfer_id AND c.kind = 'GROSS_SETTLEMENT' AND lat.name = 'POSITION') AS total \
+         FROM gross_settlement g JOIN transfer t ON t.transfer_id = g.transfer_id",
+    )
+    .fetch_all(&mut **tx)
+    .await?;
+    let states: BTreeMap<String, String> = latest_transfer_states(tx)
+        .await?
+        .into_iter()
+        .map(|(t, state)| (t.id, state))
+        .collect();
+    for row in &rows {
+        report.rows_checked += 1;
+        let transfer: String = col(row, "transfer_id")?;
+        let amount: i64 = col(row, "amount")?;
+        let payer_done = col::<Option<String>>(row, "payer_settled_date")?.is_some();
+        let found: (i64, i64) = (col(row, "moves")?, col(row, "total")?);
+        let state = states.get(&transfer).cloned().unwrap_or_default();
+        let (wanted, wanted_state) = if payer_done {
+            ((2, 0), "SETTLED")
+        } else {
+            ((1, amount), "COMMITTED")
+        };
+        if found != wanted || state != wanted_state {
+            report.violation(format!(
+                "transfer {transfer} ({state}): gross moves (count, sum) {found:?}, expected {wanted:?} and {wanted_state}"
+            ));
+        }
     }
     Ok(report)
 }

@@ -77,6 +77,11 @@ pub struct LedgerWrite {
     pub transfers: TransferWrite,
     /// Settlement account steps made durable with the money they move.
     pub settlement_steps: Vec<SettlementAccountStep>,
+    /// Transfers whose payee side was settled gross with their commit:
+    /// (transfer id, settlement model id).
+    pub gross_payee: Vec<(String, i64)>,
+    /// Transfers whose payer side was settled gross: completes them.
+    pub gross_payer: Vec<String>,
 }
 
 impl LedgerWrite {
@@ -89,6 +94,8 @@ impl LedgerWrite {
         self.admin_states.extend(other.admin_states);
         self.transfers.append(other.transfers);
         self.settlement_steps.extend(other.settlement_steps);
+        self.gross_payee.extend(other.gross_payee);
+        self.gross_payer.extend(other.gross_payer);
     }
 
     pub fn is_empty(&self) -> bool {
@@ -99,6 +106,8 @@ impl LedgerWrite {
             && self.admin_transfers.is_empty()
             && self.admin_states.is_empty()
             && self.settlement_steps.is_empty()
+            && self.gross_payee.is_empty()
+            && self.gross_payer.is_empty()
     }
 }
 
@@ -298,6 +307,7 @@ async fn write_rows(tx: &mut Transaction<'static, Any>, write: &LedgerWrite) -> 
         write_increment(tx, increment, &now).await?;
     }
     write_account_steps(tx, &write.settlement_steps, &now).await?;
+    write_gross(tx, write, &now).await?;
     Ok(())
 }
 
@@ -406,4 +416,71 @@ async fn write_increment(
     .execute(&mut **tx)
     .await?;
     Ok(())
+}
+
+async fn write_gross(
+    tx: &mut Transaction<'static, Any>,
+    write: &LedgerWrite,
+    now: &str,
+) -> Result<()> {
+    for (transfer_id, model_id) in &write.gross_payee {
+        sqlx::query(
+            "INSERT INTO gross_settlement (transfer_id, settlement_model_id, payer_settled_date, created_date) VALUES (?, ?, NULL, ?)",
+        )
+        .bind(transfer_id.clone())
+        .bind(*model_id)
+        .bind(now.to_string())
+        .execute(&mut **tx)
+        .await?;
+    }
+    for transfer_id in &write.gross_payer {
+        let done = sqlx::query(
+            "UPDATE gross_settlement SET payer_settled_date = ? WHERE transfer_id = ? AND payer_settled_date IS NULL",
+        )
+        .bind(now.to_string())
+        .bind(transfer_id.clone())
+        .execute(&mut **tx)
+        .await?;
+        if done.rows_affected() != 1 {
+            return Err(StorageError::Invariant(format!(
+                "transfer {transfer_id} is not waiting for its payer's gross settlement"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// A gross settlement whose payer side is still to be written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UnsettledGross {
+    pub transfer_id: String,
+    pub payer_fsp: String,
+    pub currency: String,
+    pub amount: Decimal,
+}
+
+impl Store {
+    /// Gross settlements whose payer side was not written (the switch
+    /// stopped between the payee's and the payer's batch), to finish at start.
+    pub async fn unsettled_gross(&self) -> Result<Vec<UnsettledGross>> {
+        self.run(|pool| async move {
+            let rows = sqlx::query(
+                "SELECT t.transfer_id, t.payer_fsp, t.currency_id, t.amount FROM gross_settlement g \
+                 JOIN transfer t ON t.transfer_id = g.transfer_id WHERE g.payer_settled_date IS NULL",
+            )
+            .fetch_all(&pool)
+            .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(UnsettledGross {
+                        transfer_id: col(r, "transfer_id")?,
+                        payer_fsp: col(r, "payer_fsp")?,
+                        currency: col(r, "currency_id")?,
+                        amount: from_units(col(r, "amount")?),
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
 }

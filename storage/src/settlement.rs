@@ -835,7 +835,7 @@ async fn finish_windows(
 }
 
 /// Aggregates a closing window's committed transfers per currency and
-/// participant POSITION account.
+/// participant POSITION account (transfers settled gross are not in it).
 async fn aggregate_window(
     tx: &mut Transaction<'static, Any>,
     window_id: i64,
@@ -844,7 +844,8 @@ async fn aggregate_window(
     let rows = sqlx::query(
         "SELECT t.payer_fsp, t.payee_fsp, t.currency_id, CAST(SUM(t.amount) AS SIGNED) AS total, COUNT(*) AS n \
          FROM transfer_fulfilment f JOIN transfer t ON t.transfer_id = f.transfer_id \
-         WHERE f.settlement_window_id = ? GROUP BY t.payer_fsp, t.payee_fsp, t.currency_id",
+         LEFT JOIN gross_settlement g ON g.transfer_id = f.transfer_id \
+         WHERE f.settlement_window_id = ? AND g.transfer_id IS NULL GROUP BY t.payer_fsp, t.payee_fsp, t.currency_id",
     )
     .bind(window_id)
     .fetch_all(&mut **tx)

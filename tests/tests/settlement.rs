@@ -1695,3 +1695,110 @@ async fn close_under_traffic_sqlite() {
 async fn close_under_traffic_mariadb() {
     close_under_traffic(Backend::MySql).await;
 }
+
+// -- immediate gross ---------------------------------------------------------
+
+/// Under an IMMEDIATE-GROSS model for EUR, each EUR commit is settled at
+/// once: positions move back, settlement accounts move by the amount, the
+/// transfer is SETTLED inside the switch (COMMITTED to the DFSPs) and is in
+/// no window's content. USD stays deferred.
+async fn immediate_gross(backend: Backend) {
+    let hub = Hub::start(backend, &["dfspa", "dfspb"], &["USD", "EUR"], "1000").await;
+    let (status, body) = hub
+        .switch
+        .post(
+            "/settlementModels",
+            json!({
+                "name": "GROSSEUR",
+                "settlementGranularity": "GROSS",
+                "settlementInterchange": "BILATERAL",
+                "settlementDelay": "IMMEDIATE",
+                "currency": "EUR",
+                "requireLiquidityCheck": true,
+                "ledgerAccountType": "POSITION",
+                "settlementAccountType": "SETTLEMENT",
+                "autoPositionReset": true,
+            }),
+        )
+        .await;
+    assert_eq!(status, 201, "gross model: {body}");
+
+    let gross = [
+        hub.pay("dfspa", "dfspb", "10.5", "EUR").await,
+        hub.pay("dfspb", "dfspa", "2.25", "EUR").await,
+    ];
+    let deferred = hub.pay("dfspa", "dfspb", "5", "USD").await;
+
+    let (a, b) = (hub.ids("dfspa", "EUR"), hub.ids("dfspb", "EUR"));
+    // Positions are back at zero; the settlement accounts moved by the amounts.
+    hub.wait_balance("dfspa", a.position, 0).await;
+    hub.wait_balance("dfspb", b.position, 0).await;
+    let net_a = units("10.5") - units("2.25");
+    hub.wait_balance("dfspa", a.settlement, -hub.funds + net_a)
+        .await;
+    hub.wait_balance("dfspb", b.settlement, -hub.funds - net_a)
+        .await;
+    // USD is untouched by settlement: the payer owes 5 on its position.
+    let usd = hub.ids("dfspa", "USD");
+    hub.wait_balance("dfspa", usd.position, units("5")).await;
+
+    for tx in &gross {
+        let state = hub.db.rows(&format!(
+            "SELECT state FROM transfer_state_change WHERE transfer_id = '{}' ORDER BY transfer_state_change_id DESC LIMIT 1",
+            tx.id
+        ));
+        assert_eq!(
+            state,
+            vec![vec!["SETTLED".to_string()]],
+            "transfer {}",
+            tx.id
+        );
+    }
+    let deferred_state = hub.db.rows(&format!(
+        "SELECT state FROM transfer_state_change WHERE transfer_id = '{}' ORDER BY transfer_state_change_id DESC LIMIT 1",
+        deferred.id
+    ));
+    assert_eq!(deferred_state, vec![vec!["COMMITTED".to_string()]]);
+
+    // The payer's GET still says COMMITTED: FSPIOP has no SETTLED.
+    let payer = hub.dfsp("dfspa");
+    let (status, _) = payer.get_transfer(&gross[0].id).await;
+    assert_eq!(status, 202);
+    let answer = payer
+        .wait_for_count(
+            |r: &Received| r.method == "PUT" && r.path == format!("/transfers/{}", gross[0].id),
+            2,
+            WAIT,
+        )
+        .await;
+    assert_eq!(answer, 2, "the GET is answered with a second PUT");
+    let puts: Vec<Value> = payer
+        .received()
+        .into_iter()
+        .filter(|r| r.method == "PUT" && r.path == format!("/transfers/{}", gross[0].id))
+        .map(|r| r.json)
+        .collect();
+    assert!(
+        puts.iter().all(|p| p["transferState"] == "COMMITTED"),
+        "{puts:?}"
+    );
+
+    // Closing the window: only the deferred USD transfer is in its content.
+    close(&hub.switch, 1).await;
+    let window = closed_window(&hub.switch, 1).await;
+    assert_eq!(
+        content_currencies(&window),
+        BTreeSet::from(["USD".to_string()])
+    );
+    hub.finish().await;
+}
+
+#[tokio::test]
+async fn immediate_gross_sqlite() {
+    immediate_gross(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn immediate_gross_mariadb() {
+    immediate_gross(Backend::MySql).await;
+}

@@ -91,6 +91,14 @@ pub enum PositionCommand {
         amount: Decimal,
         fulfilment: NewFulfilment,
         hash: Option<MessageHash>,
+        /// The IMMEDIATE-GROSS model that settles the transfer at once, if any.
+        gross_model: Option<i64>,
+    },
+    /// The payer's side of an immediate gross settlement: completes the
+    /// transfer as SETTLED.
+    GrossSettlePayer {
+        transfer_id: String,
+        amount: Decimal,
     },
     /// The reserve step of a settlement account: a net payer's liquidity
     /// cover must hold its net amount (4001 otherwise). Moves nothing.
@@ -205,7 +213,31 @@ pub fn decide(
             amount,
             fulfilment,
             hash,
-        } => Ok(commit(book, &transfer_id, amount, fulfilment, hash)),
+            gross_model,
+        } => {
+            let mut decision = commit(book, &transfer_id, amount, fulfilment, hash);
+            if let Some(model_id) = gross_model {
+                // The payee is paid at the settlement bank at once: its
+                // position moves back and its settlement account is credited.
+                let write = gross_settle(&mut decision.book, &transfer_id, -amount);
+                decision.write.append(write);
+                decision.write.gross_payee.push((transfer_id, model_id));
+            }
+            Ok(decision)
+        }
+        PositionCommand::GrossSettlePayer {
+            transfer_id,
+            amount,
+        } => {
+            let mut next = book.clone();
+            let mut write = gross_settle(&mut next, &transfer_id, amount);
+            write
+                .transfers
+                .states
+                .push(transfer_state(&transfer_id, "SETTLED", None));
+            write.gross_payer.push(transfer_id);
+            Ok(applied(next, write))
+        }
         PositionCommand::Reverse {
             transfer_id,
             amount,
@@ -287,6 +319,46 @@ fn settlement_transfer(
         ..LedgerWrite::default()
     };
     applied(next, write)
+}
+
+/// One side of an immediate gross settlement of `owed` (the payer owes
+/// +amount, the payee -amount): the position drops by it and the settlement
+/// account rises by it, each against HUB_MULTILATERAL_SETTLEMENT.
+fn gross_settle(book: &mut PositionBook, transfer_id: &str, owed: Decimal) -> LedgerWrite {
+    let hub = book.hub_multilateral_settlement;
+    LedgerWrite {
+        changes: vec![
+            move_account(
+                &mut book.position,
+                -owed,
+                Decimal::ZERO,
+                "GROSS_SETTLEMENT",
+                Some(transfer_id),
+            ),
+            move_account(
+                &mut book.settlement,
+                owed,
+                Decimal::ZERO,
+                "GROSS_SETTLEMENT",
+                Some(transfer_id),
+            ),
+        ],
+        increments: vec![
+            AccountIncrement {
+                account_id: hub,
+                change_value: owed,
+                kind: "GROSS_SETTLEMENT".into(),
+                reference: Some(transfer_id.to_string()),
+            },
+            AccountIncrement {
+                account_id: hub,
+                change_value: -owed,
+                kind: "GROSS_SETTLEMENT".into(),
+                reference: Some(transfer_id.to_string()),
+            },
+        ],
+        ..LedgerWrite::default()
+    }
 }
 
 fn transfer_state(transfer_id: &str, state: &str, reason: Option<String>) -> TransferStateChange {

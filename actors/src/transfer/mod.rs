@@ -224,6 +224,57 @@ impl TransferActor {
     }
 }
 
+/// Commits on the payee's position; when the currency settles immediate
+/// gross, then settles the payer's side too. Answers whether the transfer
+/// ended SETTLED. The commit is durable before the payer's side is asked
+/// for; if that second step fails, the switch finishes it at its next start
+/// (`Store::unsettled_gross`).
+async fn commit_and_settle(
+    services: Arc<TransferServices>,
+    record: NewTransfer,
+    fulfilment: NewFulfilment,
+    hash: MessageHash,
+) -> Result<bool, FspiopError> {
+    let gross_model = services.participants.gross_model(&record.currency).await?;
+    let commit = PositionCommand::Commit {
+        transfer_id: record.transfer_id.clone(),
+        amount: record.amount,
+        fulfilment,
+        hash: Some(hash),
+        gross_model,
+    };
+    position_command(
+        services.clone(),
+        record.payee_fsp.clone(),
+        record.currency.clone(),
+        commit,
+    )
+    .await?;
+    if gross_model.is_none() {
+        return Ok(false);
+    }
+    let settle = PositionCommand::GrossSettlePayer {
+        transfer_id: record.transfer_id.clone(),
+        amount: record.amount,
+    };
+    match position_command(
+        services,
+        record.payer_fsp.clone(),
+        record.currency.clone(),
+        settle,
+    )
+    .await
+    {
+        Ok(_) => Ok(true),
+        Err(error) => {
+            // Committed all the same: the payee is paid; the payer's side
+            // is finished at the next start.
+            tracing::error!(transfer_id = %record.transfer_id, %error, "gross settlement of the payer's side failed");
+            Ok(false)
+        }
+    }
+}
+
 /// Sends a command to a position actor and waits for its durable answer.
 async fn position_command(
     services: Arc<TransferServices>,
@@ -442,29 +493,34 @@ impl Handler<Fulfil> for TransferActor {
                         .format("%Y-%m-%dT%H:%M:%S%.3fZ")
                         .to_string()
                 });
-                let commit = self.position(
-                    &transfer.record.payee_fsp,
-                    &transfer.record.currency,
-                    PositionCommand::Commit {
-                        transfer_id: self.id.clone(),
-                        amount: transfer.record.amount,
-                        fulfilment: NewFulfilment {
-                            transfer_id: self.id.clone(),
-                            fulfilment: message.fulfilment.clone().unwrap_or_default(),
-                            completed_timestamp: completed.clone(),
-                        },
-                        hash: Some(hash),
-                    },
+                let fulfilment = NewFulfilment {
+                    transfer_id: self.id.clone(),
+                    fulfilment: message.fulfilment.clone().unwrap_or_default(),
+                    completed_timestamp: completed.clone(),
+                };
+                let commit = commit_and_settle(
+                    self.services.clone(),
+                    transfer.record.clone(),
+                    fulfilment,
+                    hash,
                 );
                 ctx.wait(commit.into_actor(self).map(move |committed, actor, ctx| {
-                    if let Err(error) = committed {
-                        let _ = answer.send(Err(error));
-                        ctx.stop();
-                        return;
-                    }
+                    let settled = match committed {
+                        Ok(settled) => settled,
+                        Err(error) => {
+                            let _ = answer.send(Err(error));
+                            ctx.stop();
+                            return;
+                        }
+                    };
                     actor.cancel_expiry();
                     let mut done = transfer;
-                    done.state = state::COMMITTED.into();
+                    done.state = if settled {
+                        state::SETTLED
+                    } else {
+                        state::COMMITTED
+                    }
+                    .into();
                     done.fulfilment = message.fulfilment.clone();
                     done.completed_timestamp = Some(completed);
                     done.fulfil_hash = Some(message.hash.clone());

@@ -43,8 +43,8 @@ pub fn api_state(internal: &str) -> &'static str {
         | state::RECEIVED_FULFIL
         | state::RECEIVED_ERROR
         | state::RESERVED_TIMEOUT => "RESERVED",
-        state::COMMITTED => "COMMITTED",
-        state::SETTLED => "SETTLED",
+        // FSPIOP has no SETTLED: a transfer settled gross is COMMITTED to DFSPs.
+        state::COMMITTED | state::SETTLED => "COMMITTED",
         _ => "ABORTED",
     }
 }
@@ -73,7 +73,7 @@ impl Transfer {
     }
 
     pub fn is_final(&self) -> bool {
-        matches!(api_state(&self.state), "COMMITTED" | "ABORTED" | "SETTLED")
+        matches!(api_state(&self.state), "COMMITTED" | "ABORTED")
     }
 
     pub fn id(&self) -> &str {
@@ -82,7 +82,7 @@ impl Transfer {
 
     /// The hub's own statement of this transfer's state.
     pub fn state_body(&self) -> TransferStateBody {
-        let committed = matches!(api_state(&self.state), "COMMITTED" | "SETTLED");
+        let committed = matches!(api_state(&self.state), "COMMITTED");
         TransferStateBody {
             transfer_state: api_state(&self.state).to_string(),
             fulfilment: self.fulfilment.clone().filter(|_| committed),
