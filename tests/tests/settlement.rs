@@ -1802,3 +1802,48 @@ async fn immediate_gross_sqlite() {
 async fn immediate_gross_mariadb() {
     immediate_gross(Backend::MySql).await;
 }
+
+// -- scheduled close ---------------------------------------------------------
+
+/// With `settlement_window_close_interval_s`, windows close on their own.
+async fn scheduled_close(backend: Backend) {
+    let db = TestDb::new(backend);
+    let switch = Switch::start(
+        &db,
+        &[("MOJASWITCH_SETTLEMENT_WINDOW_CLOSE_INTERVAL_S", "1")],
+    )
+    .await;
+    let deadline = Instant::now() + WAIT;
+    loop {
+        let (status, body) = switch.get("/v2/settlementWindows?state=CLOSED").await;
+        assert_eq!(status, 200, "{body}");
+        let closed = body.as_array().map_or(0, Vec::len);
+        if closed >= 2 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no two scheduled closes within {WAIT:?}: {body}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let (status, open) = switch.get("/v2/settlementWindows?state=OPEN").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        open.as_array().map(Vec::len),
+        Some(1),
+        "one OPEN window: {open}"
+    );
+    assert!(switch.stop().success(), "graceful exit");
+    assert_ledger_ok(&db.url);
+}
+
+#[tokio::test]
+async fn scheduled_close_sqlite() {
+    scheduled_close(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn scheduled_close_mariadb() {
+    scheduled_close(Backend::MySql).await;
+}
