@@ -573,6 +573,54 @@ impl Store {
     }
 }
 
+/// What one account owes another over a settlement's content: positive
+/// when `account_a` (the lower id) owes `account_b`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BilateralNet {
+    pub account_a: i64,
+    pub account_b: i64,
+    pub net_amount: Decimal,
+}
+
+impl Store {
+    /// The net per pair of accounts over a settlement's content (the
+    /// amounts a bilateral settlement moves), pairs with no transfer left out.
+    pub async fn bilateral_nets(&self, settlement_id: i64) -> Result<Vec<BilateralNet>> {
+        self.run(move |pool| async move {
+            let rows = sqlx::query(
+                "SELECT p.payer_currency_id, p.payee_currency_id, CAST(SUM(p.amount) AS SIGNED) AS total \
+                 FROM settlement_content_pair p JOIN settlement_window_content c \
+                 ON c.settlement_window_content_id = p.settlement_window_content_id \
+                 WHERE c.settlement_id = ? GROUP BY p.payer_currency_id, p.payee_currency_id",
+            )
+            .bind(settlement_id)
+            .fetch_all(&pool)
+            .await?;
+            let mut nets: BTreeMap<(i64, i64), i64> = BTreeMap::new();
+            for row in &rows {
+                let payer: i64 = col(row, "payer_currency_id")?;
+                let payee: i64 = col(row, "payee_currency_id")?;
+                let total: i64 = col(row, "total")?;
+                let (key, owed) = if payer < payee {
+                    ((payer, payee), total)
+                } else {
+                    ((payee, payer), -total)
+                };
+                *nets.entry(key).or_default() += owed;
+            }
+            Ok(nets
+                .into_iter()
+                .map(|((a, b), net)| BilateralNet {
+                    account_a: a,
+                    account_b: b,
+                    net_amount: from_units(net),
+                })
+                .collect())
+        })
+        .await
+    }
+}
+
 /// A SELECT of ids with optional AND conditions, each with its argument.
 struct Conditions {
     sql: String,
@@ -856,6 +904,8 @@ async fn aggregate_window(
     let accounts = position_accounts(tx).await?;
     // currency -> account -> (sent, sent count, received, received count)
     let mut per_currency: BTreeMap<String, BTreeMap<i64, [i64; 4]>> = BTreeMap::new();
+    // currency -> (payer account, payee account, sum, count)
+    let mut pairs: BTreeMap<String, Vec<[i64; 4]>> = BTreeMap::new();
     for row in &rows {
         let currency: String = col(row, "currency_id")?;
         let total: i64 = col(row, "total")?;
@@ -870,6 +920,10 @@ async fn aggregate_window(
         };
         let payer = account_of(col(row, "payer_fsp")?)?;
         let payee = account_of(col(row, "payee_fsp")?)?;
+        pairs
+            .entry(currency.clone())
+            .or_default()
+            .push([payer, payee, total, count]);
         let book = per_currency.entry(currency.clone()).or_default();
         let sent = book.entry(payer).or_default();
         sent[0] += total;
@@ -879,6 +933,7 @@ async fn aggregate_window(
         received[3] += count;
     }
     for (currency, book) in per_currency {
+        let currency_pairs = pairs.remove(&currency).unwrap_or_default();
         let content_id = insert_returning_id(
             tx,
             sqlx::query(
@@ -904,6 +959,19 @@ async fn aggregate_window(
             .bind(sent_count)
             .bind(received)
             .bind(received_count)
+            .execute(&mut **tx)
+            .await?;
+        }
+        for [payer, payee, amount, count] in currency_pairs {
+            sqlx::query(
+                "INSERT INTO settlement_content_pair (settlement_window_content_id, payer_currency_id, payee_currency_id, amount, transfer_count) \
+                 VALUES (?, ?, ?, ?, ?)",
+            )
+            .bind(content_id)
+            .bind(payer)
+            .bind(payee)
+            .bind(amount)
+            .bind(count)
             .execute(&mut **tx)
             .await?;
         }

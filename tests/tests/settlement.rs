@@ -648,6 +648,40 @@ async fn report(switch: &Switch, sid: i64) -> Value {
     body
 }
 
+/// The report's per-pair nets equal those computed from the transfers:
+/// per currency and pair of POSITION accounts (lower id first), what the
+/// first sent the second minus what it received from it.
+async fn check_bilateral(hub: &Hub, sid: i64, transfers: &[Tx]) {
+    let mut expected: BTreeMap<(String, i64, i64), i128> = BTreeMap::new();
+    for tx in transfers {
+        let payer = hub.ids(&tx.payer, &tx.currency).position;
+        let payee = hub.ids(&tx.payee, &tx.currency).position;
+        let (key, owed) = if payer < payee {
+            ((tx.currency.clone(), payer, payee), tx.amount)
+        } else {
+            ((tx.currency.clone(), payee, payer), -tx.amount)
+        };
+        *expected.entry(key).or_default() += owed;
+    }
+    let body = report(&hub.switch, sid).await;
+    let got: BTreeMap<(String, i64, i64), i128> = body["bilateralNets"]
+        .as_array()
+        .unwrap_or_else(|| panic!("bilateralNets in {body}"))
+        .iter()
+        .map(|row| {
+            (
+                (
+                    row["currency"].as_str().unwrap_or_default().to_string(),
+                    int_of(&row["accountA"]),
+                    int_of(&row["accountB"]),
+                ),
+                units_of(&row["netAmount"]),
+            )
+        })
+        .collect();
+    assert_eq!(got, expected, "bilateral nets of settlement {sid}");
+}
+
 /// The JSON report and the CSV report agree with the expected totals.
 async fn check_report(
     hub: &Hub,
@@ -1037,6 +1071,7 @@ async fn full_lifecycle(backend: Backend) {
         );
     }
     check_report(&hub, sid, SETTLED, &expected).await;
+    check_bilateral(&hub, sid, &sent).await;
     // A settled window cannot be settled again.
     refused(
         s,

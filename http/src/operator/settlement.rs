@@ -614,21 +614,28 @@ struct ReportQuery {
 
 const CSV_HEADER: &str = "participant,participantId,accountId,currency,netSettlementAmount,sentAmount,sentCount,receivedAmount,receivedCount";
 
+/// Account id -> (participant, currency) for every account.
+async fn account_owners(
+    state: &AppState,
+) -> ApiResult<BTreeMap<i64, (switch_storage::participants::ParticipantRecord, String)>> {
+    let mut owners = BTreeMap::new();
+    for participant in state.store.list_participants(None).await? {
+        for account in &participant.accounts {
+            owners.insert(account.id, (participant.clone(), account.currency.clone()));
+        }
+    }
+    Ok(owners)
+}
+
 /// One row per participant account: what it sent and received and its net.
 async fn report_rows(
     state: &AppState,
     totals: BTreeMap<i64, AccountTotals>,
 ) -> ApiResult<Vec<Value>> {
-    let participants = state.store.list_participants(None).await?;
+    let owners = account_owners(state).await?;
     let mut rows = Vec::with_capacity(totals.len());
     for (account_id, t) in totals {
-        let owner = participants.iter().find_map(|p| {
-            p.accounts
-                .iter()
-                .find(|a| a.id == account_id)
-                .map(|a| (p, a.currency.clone()))
-        });
-        let Some((participant, currency)) = owner else {
+        let Some((participant, currency)) = owners.get(&account_id) else {
             continue;
         };
         rows.push(json!({
@@ -641,6 +648,30 @@ async fn report_rows(
             "sentCount": t.sent_count,
             "receivedAmount": t.received_amount.normalize().to_string(),
             "receivedCount": t.received_count,
+        }));
+    }
+    Ok(rows)
+}
+
+/// The per-pair nets of a settlement: what a bilateral settlement moves.
+async fn bilateral_rows(state: &AppState, settlement_id: i64) -> ApiResult<Vec<Value>> {
+    let owners = account_owners(state).await?;
+    let mut rows = Vec::new();
+    for net in state.store.bilateral_nets(settlement_id).await? {
+        let (Some((a, currency)), Some((b, _))) =
+            (owners.get(&net.account_a), owners.get(&net.account_b))
+        else {
+            continue;
+        };
+        rows.push(json!({
+            "participantA": a.name,
+            "participantAId": a.id,
+            "accountA": net.account_a,
+            "participantB": b.name,
+            "participantBId": b.id,
+            "accountB": net.account_b,
+            "currency": currency,
+            "netAmount": net.net_amount.normalize().to_string(),
         }));
     }
     Ok(rows)
@@ -686,7 +717,8 @@ async fn settlement_report(
     let settlement = settlement_or_refusal(&state, parse_id(&path, "id")?).await?;
     let totals = state.store.settlement_totals(settlement.id).await?;
     let rows = report_rows(&state, totals).await?;
-    let body = json!({"settlementId": settlement.id, "state": settlement.state});
+    let bilateral = bilateral_rows(&state, settlement.id).await?;
+    let body = json!({"settlementId": settlement.id, "state": settlement.state, "bilateralNets": bilateral});
     report(query.into_inner().format, body, rows)
 }
 
