@@ -375,7 +375,7 @@ impl Steps {
             return self.position(account, command).await;
         }
         self.store
-            .record_settlement_steps(settlement_id, vec![step], None)
+            .record_settlement_steps(vec![step])
             .await
             .map_err(internal)
     }

@@ -461,21 +461,11 @@ impl Store {
         .await
     }
 
-    /// Records account steps that move no money, and the settlement's new
-    /// state, in one transaction.
-    pub async fn record_settlement_steps(
-        &self,
-        settlement_id: i64,
-        steps: Vec<SettlementAccountStep>,
-        settlement_state: Option<String>,
-    ) -> Result<()> {
+    /// Records account steps that move no money, in one transaction.
+    pub async fn record_settlement_steps(&self, steps: Vec<SettlementAccountStep>) -> Result<()> {
         self.run(move |pool| async move {
             let mut tx = pool.begin().await?;
-            let now = now_text();
-            write_account_steps(&mut tx, &steps, &now).await?;
-            if let Some(state) = settlement_state {
-                set_settlement_state(&mut tx, settlement_id, &state, None, &now).await?;
-            }
+            write_account_steps(&mut tx, &steps, &now_text()).await?;
             tx.commit().await?;
             Ok(())
         })

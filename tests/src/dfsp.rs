@@ -273,36 +273,36 @@ async fn send_raw(
 pub struct Dfsp {
     shared: Arc<Shared>,
     port: u16,
+    /// Held for its Drop, which stops the server.
+    _server: ServerThread,
+}
+
+/// An actix-web server on a free loopback port, in a thread of its own with
+/// its own actix system; dropping it stops the server.
+pub struct ServerThread {
+    pub port: u16,
     server: Option<actix_web::dev::ServerHandle>,
     thread: Option<JoinHandle<()>>,
 }
 
-impl Dfsp {
-    /// Starts the server on a free loopback port. Payee rule: [`Rule::Fulfil`].
-    pub fn start(name: &str) -> Dfsp {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind simulator port");
-        let port = listener.local_addr().expect("simulator address").port();
-        let shared = Arc::new(Shared {
-            name: name.to_string(),
-            received: Mutex::new(Vec::new()),
-            sent: Mutex::new(Vec::new()),
-            rule: Mutex::new(Rule::Fulfil),
-            switch_url: Mutex::new(None),
-            version: Mutex::new("1.1".to_string()),
-        });
+impl ServerThread {
+    /// Starts a one-worker server whose routes `configure` sets.
+    pub fn start<F>(name: &str, configure: F) -> ServerThread
+    where
+        F: Fn(&mut web::ServiceConfig) + Send + Clone + 'static,
+    {
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind server port");
+        let port = listener.local_addr().expect("server address").port();
         let (tx, rx) = std::sync::mpsc::channel();
-        let server_shared = shared.clone();
         let thread = std::thread::Builder::new()
-            .name(format!("dfsp-{name}"))
+            .name(name.to_string())
             .spawn(move || {
                 let system = actix_web::rt::System::new();
                 system.block_on(async move {
-                    let factory_shared = server_shared.clone();
                     let server = HttpServer::new(move || {
                         App::new()
-                            .app_data(web::Data::new(factory_shared.clone()))
                             .app_data(web::PayloadConfig::new(MAX_BODY))
-                            .default_service(web::to(handle))
+                            .configure(configure.clone())
                     })
                     .workers(1)
                     .disable_signals()
@@ -319,16 +319,58 @@ impl Dfsp {
                     let _ = server.await;
                 });
             })
-            .expect("simulator thread");
+            .expect("server thread");
         let handle = rx
             .recv_timeout(Duration::from_secs(10))
-            .expect("simulator started in time")
-            .expect("simulator server");
-        Dfsp {
-            shared,
+            .expect("server started in time")
+            .expect("server listening");
+        ServerThread {
             port,
             server: Some(handle),
             thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for ServerThread {
+    fn drop(&mut self) {
+        if let Some(server) = self.server.take() {
+            // The stop command is sent at once; the returned future only
+            // waits for completion.
+            drop(server.stop(false));
+        }
+        if let Some(thread) = self.thread.take() {
+            let deadline = Instant::now() + Duration::from_secs(5);
+            while !thread.is_finished() && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if thread.is_finished() {
+                let _ = thread.join();
+            }
+        }
+    }
+}
+
+impl Dfsp {
+    /// Starts the server on a free loopback port. Payee rule: [`Rule::Fulfil`].
+    pub fn start(name: &str) -> Dfsp {
+        let shared = Arc::new(Shared {
+            name: name.to_string(),
+            received: Mutex::new(Vec::new()),
+            sent: Mutex::new(Vec::new()),
+            rule: Mutex::new(Rule::Fulfil),
+            switch_url: Mutex::new(None),
+            version: Mutex::new("1.1".to_string()),
+        });
+        let server_shared = shared.clone();
+        let server = ServerThread::start(&format!("dfsp-{name}"), move |cfg| {
+            cfg.app_data(web::Data::new(server_shared.clone()))
+                .default_service(web::to(handle));
+        });
+        Dfsp {
+            shared,
+            port: server.port,
+            _server: server,
         }
     }
 
@@ -761,25 +803,6 @@ impl Dfsp {
                     .or_else(|| r.header("fspiop-source"))
                     .map(str::to_string)
             })
-    }
-}
-
-impl Drop for Dfsp {
-    fn drop(&mut self) {
-        if let Some(server) = self.server.take() {
-            // The stop command is sent at once; the returned future only
-            // waits for completion.
-            drop(server.stop(false));
-        }
-        if let Some(thread) = self.thread.take() {
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while !thread.is_finished() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            if thread.is_finished() {
-                let _ = thread.join();
-            }
-        }
     }
 }
 

@@ -25,16 +25,15 @@
 //! callback's headers were refused; the outbound call then times out (504).
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use actix_web::{web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
-use switch_tests::dfsp::{Dfsp, PAYEE_MSISDN, PAYER_MSISDN};
+use switch_tests::dfsp::{Dfsp, ServerThread, PAYEE_MSISDN, PAYER_MSISDN};
 use switch_tests::{assert_ledger_ok, free_port, Backend, Switch, TestDb};
 
 const ADAPTER_VERSION: &str = "18.0.2";
@@ -230,52 +229,22 @@ struct BackendCall {
 struct CoreBanking {
     calls: Arc<Mutex<Vec<BackendCall>>>,
     port: u16,
-    server: Option<actix_web::dev::ServerHandle>,
-    thread: Option<JoinHandle<()>>,
+    /// Held for its Drop, which stops the server.
+    _server: ServerThread,
 }
 
 impl CoreBanking {
     fn start(name: &str) -> CoreBanking {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind backend stub port");
-        let port = listener.local_addr().expect("backend stub address").port();
         let calls: Arc<Mutex<Vec<BackendCall>>> = Arc::new(Mutex::new(Vec::new()));
         let server_calls = calls.clone();
-        let (tx, rx) = std::sync::mpsc::channel();
-        let thread = std::thread::Builder::new()
-            .name(format!("core-banking-{name}"))
-            .spawn(move || {
-                let system = actix_web::rt::System::new();
-                system.block_on(async move {
-                    let server = HttpServer::new(move || {
-                        App::new()
-                            .app_data(web::Data::new(server_calls.clone()))
-                            .default_service(web::to(core_banking))
-                    })
-                    .workers(1)
-                    .disable_signals()
-                    .shutdown_timeout(1)
-                    .listen(listener);
-                    let server = match server {
-                        Ok(server) => server.run(),
-                        Err(e) => {
-                            let _ = tx.send(Err(e.to_string()));
-                            return;
-                        }
-                    };
-                    let _ = tx.send(Ok(server.handle()));
-                    let _ = server.await;
-                });
-            })
-            .expect("backend stub thread");
-        let handle = rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("backend stub started in time")
-            .expect("backend stub server");
+        let server = ServerThread::start(&format!("core-banking-{name}"), move |cfg| {
+            cfg.app_data(web::Data::new(server_calls.clone()))
+                .default_service(web::to(core_banking));
+        });
         CoreBanking {
             calls,
-            port,
-            server: Some(handle),
-            thread: Some(thread),
+            port: server.port,
+            _server: server,
         }
     }
 
@@ -293,23 +262,6 @@ impl CoreBanking {
             .into_iter()
             .filter(|c| c.method == method && c.path == path)
             .collect()
-    }
-}
-
-impl Drop for CoreBanking {
-    fn drop(&mut self) {
-        if let Some(server) = self.server.take() {
-            drop(server.stop(false));
-        }
-        if let Some(thread) = self.thread.take() {
-            let deadline = Instant::now() + Duration::from_secs(5);
-            while !thread.is_finished() && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(5));
-            }
-            if thread.is_finished() {
-                let _ = thread.join();
-            }
-        }
     }
 }
 

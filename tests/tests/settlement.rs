@@ -1136,6 +1136,49 @@ async fn transitions(backend: Backend) {
     refused(s, "GET", "/v2/settlementWindows/999", None, "3100").await;
     refused(s, "GET", "/v2/settlementWindows", None, "3100").await;
     refused(s, "GET", "/v2/settlements", None, "3100").await;
+    // Bad bodies: each refused with its code, and the window stays OPEN.
+    let (status, body) = s
+        .call_raw("POST", "/v2/settlementWindows/1", b"{\"state\": ")
+        .await;
+    assert_eq!(
+        (status, error_code(&body)),
+        (400, "3101".to_string()),
+        "{body}"
+    );
+    let close_path = "/v2/settlementWindows/1";
+    refused(
+        s,
+        "POST",
+        close_path,
+        Some(json!({"state": "CLOSED"})),
+        "3102",
+    )
+    .await;
+    refused(
+        s,
+        "POST",
+        close_path,
+        Some(json!({"state": "OPEN", "reason": "r"})),
+        "3100",
+    )
+    .await;
+    refused(
+        s,
+        "POST",
+        close_path,
+        Some(json!({"state": 7, "reason": "r"})),
+        "3100",
+    )
+    .await;
+    refused(
+        s,
+        "POST",
+        "/v2/settlementWindows/abc",
+        Some(json!({"state": "CLOSED", "reason": "r"})),
+        "3100",
+    )
+    .await;
+    assert_eq!(window(s, 1).await["state"], "OPEN");
     assert!(listed_windows(s, "state=CLOSED").await.is_empty());
     assert!(listed_settlements(s, &format!("state={PENDING}"))
         .await

@@ -69,6 +69,8 @@ fn parse<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> ApiResult<T> {
                 ErrorCode::MalformedSyntax,
                 format!("request body is not valid JSON: {e}"),
             )
+        } else if e.to_string().starts_with("missing field") {
+            ApiError::new(ErrorCode::MissingMandatoryElement, e.to_string())
         } else {
             validation(format!("request body does not match the schema: {e}"))
         }
