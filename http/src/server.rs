@@ -31,6 +31,7 @@ use switch_actors::transfer::rules::TransferSettings;
 use switch_actors::transfer::{system_clock_ms, transfer_directory, Expire, TransferServices};
 use switch_cluster::timers::{LocalTimers, Timers};
 use switch_cluster::Directory;
+use switch_storage::loader::{LoaderLimits, TransferLoader};
 use switch_storage::writer::{BatchWriter, WriterLimits};
 
 use crate::endpoints::EndpointCache;
@@ -127,6 +128,14 @@ async fn run(
             queue_capacity: config.writer_queue_capacity,
         },
     );
+    // A lookup batch is as large as a write batch: both grow with the same load.
+    let loader = TransferLoader::start(
+        &store,
+        LoaderLimits {
+            batch_ids_max: config.batch_writes_max,
+            queue_capacity: config.writer_queue_capacity,
+        },
+    );
     let positions = Arc::new(switch_actors::position::position_directory(
         shards.clone(),
         store.clone(),
@@ -157,6 +166,7 @@ async fn run(
     let services = Arc::new(TransferServices {
         store: store.clone(),
         writer,
+        loader,
         positions: positions.clone(),
         participants: participants.clone(),
         notifier: Arc::new(notifier.clone()),

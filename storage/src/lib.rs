@@ -20,7 +20,9 @@ pub mod amount;
 pub mod bulk;
 pub mod check;
 pub mod ledger;
+pub mod loader;
 pub mod lookup;
+mod nodelay;
 pub mod participants;
 pub mod quotes;
 pub mod settlement;
@@ -48,6 +50,8 @@ pub enum StorageError {
     RuntimeGone,
     #[error("{0}")]
     Invariant(String),
+    #[error("batched lookup failed: {0}")]
+    Lookup(String),
 }
 
 pub type Result<T> = std::result::Result<T, StorageError>;
@@ -63,6 +67,9 @@ pub enum Backend {
 #[derive(Clone)]
 pub struct Store {
     pub(crate) pool: AnyPool,
+    /// Read-only lookups that must not queue behind writes: on SQLite its
+    /// own read-only connections, on MySQL the same pool.
+    pub(crate) read_pool: AnyPool,
     backend: Backend,
     pub(crate) runtime: tokio::runtime::Handle,
 }
@@ -98,6 +105,15 @@ impl Store {
         let mut options = AnyPoolOptions::new()
             .max_connections(connections_max)
             .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms));
+        if backend == Backend::MySql {
+            let port = mysql_port(&url)?;
+            options = options.after_connect(move |_conn, _meta| {
+                Box::pin(async move {
+                    nodelay::set_nodelay_to_port(port);
+                    Ok(())
+                })
+            });
+        }
         if backend == Backend::Sqlite {
             options = options.after_connect(|conn, _meta| {
                 Box::pin(async move {
@@ -110,8 +126,13 @@ impl Store {
             });
         }
         let pool = options.connect(&url).await?;
+        let read_pool = match backend {
+            Backend::Sqlite => sqlite_read_pool(&url, settings).await?,
+            Backend::MySql => pool.clone(),
+        };
         Ok(Store {
             pool,
+            read_pool,
             backend,
             runtime: tokio::runtime::Handle::current(),
         })
@@ -160,9 +181,45 @@ impl Store {
     /// Waits for in-flight queries and closes every connection.
     pub async fn close(&self) {
         let pool = self.pool.clone();
-        let _ = self.runtime.spawn(async move { pool.close().await }).await;
+        let read_pool = self.read_pool.clone();
+        let _ = self
+            .runtime
+            .spawn(async move {
+                read_pool.close().await;
+                pool.close().await
+            })
+            .await;
     }
 }
+
+/// The TCP port of a MySQL URL (3306 unless it names one).
+fn mysql_port(url: &str) -> Result<u16> {
+    use std::str::FromStr;
+    Ok(sqlx::mysql::MySqlConnectOptions::from_str(url)?.get_port())
+}
+
+/// Read connections of the loader on SQLite: WAL readers see every
+/// committed batch without waiting for the single writer connection.
+/// `query_only` makes a write through them an error, not a second writer.
+async fn sqlite_read_pool(url: &str, settings: &PoolSettings) -> Result<AnyPool> {
+    let pool = AnyPoolOptions::new()
+        .max_connections(SQLITE_READ_CONNECTIONS)
+        .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
+        .after_connect(|conn, _meta| {
+            Box::pin(async move {
+                use sqlx::Executor;
+                conn.execute("PRAGMA busy_timeout = 5000").await?;
+                conn.execute("PRAGMA query_only = ON").await?;
+                Ok(())
+            })
+        })
+        .connect(url)
+        .await?;
+    Ok(pool)
+}
+
+/// Read-only connections beside SQLite's one writer.
+const SQLITE_READ_CONNECTIONS: u32 = 2;
 
 fn sqlite_url_creating_folder(url: &str) -> String {
     let path = url

@@ -231,7 +231,7 @@ fn truncate(text: &str, max: usize) -> String {
     text[..end].to_string()
 }
 
-async fn load(pool: &AnyPool, transfer_id: String) -> Result<Option<TransferRecord>> {
+pub(crate) async fn load(pool: &AnyPool, transfer_id: String) -> Result<Option<TransferRecord>> {
     let row = sqlx::query(
         "SELECT transfer_id, payer_fsp, payee_fsp, amount, currency_id, ilp_condition, expiration, expiration_ms, ilp_packet, \
          prepare_hash, content_version, bulk_transfer_id FROM transfer WHERE transfer_id = ?",

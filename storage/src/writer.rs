@@ -79,7 +79,16 @@ async fn run(pool: sqlx::AnyPool, mut requests: mpsc::Receiver<Request>, batch_w
         for request in &batch {
             merged.append(request.write.clone());
         }
-        match apply_in_transaction(&pool, &merged).await {
+        let started = std::time::Instant::now();
+        let outcome = apply_in_transaction(&pool, &merged).await;
+        tracing::debug!(
+            writes = batch.len(),
+            changes = merged.changes.len(),
+            transfers = merged.transfers.states.len(),
+            elapsed_us = started.elapsed().as_micros() as u64,
+            "ledger batch"
+        );
+        match outcome {
             Ok(()) => answer_all(batch.drain(..), || Ok(())),
             Err(ApplyError::BeforeCommit(error)) if batch.len() > 1 => {
                 // Nothing was written. Write each request alone, so that one

@@ -19,6 +19,7 @@ use actix::prelude::*;
 use rust_decimal::Decimal;
 use switch_cluster::{ask, timers::Timers, AskError, Directory, Shards};
 use switch_storage::ledger::LedgerWrite;
+use switch_storage::loader::TransferLoader;
 use switch_storage::transfers::{
     MessageHash, NewFulfilment, NewTransfer, TransferStateChange, TransferWrite,
 };
@@ -39,6 +40,8 @@ use rules::{
 pub struct TransferServices {
     pub store: Store,
     pub writer: BatchWriter,
+    /// Batches the lookup each new actor makes (see [`TransferLoader`]).
+    pub loader: TransferLoader,
     pub positions: Arc<PositionDirectory>,
     pub participants: ParticipantCache,
     pub notifier: Arc<dyn Notifier>,
@@ -132,19 +135,17 @@ impl Actor for TransferActor {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.services.live.fetch_add(1, Ordering::Relaxed);
-        let store = self.services.store.clone();
+        let loader = self.services.loader.clone();
         let id = self.id.clone();
-        ctx.wait(
-            async move { store.transfer(&id).await }
-                .into_actor(self)
-                .map(|loaded, actor, ctx| match loaded {
-                    Ok(record) => actor.transfer = record.map(Transfer::from_record),
-                    Err(error) => {
-                        tracing::error!(transfer_id = %actor.id, %error, "transfer load failed");
-                        ctx.stop();
-                    }
-                }),
-        );
+        ctx.wait(async move { loader.load(&id).await }.into_actor(self).map(
+            |loaded, actor, ctx| match loaded {
+                Ok(record) => actor.transfer = record.map(Transfer::from_record),
+                Err(error) => {
+                    tracing::error!(transfer_id = %actor.id, %error, "transfer load failed");
+                    ctx.stop();
+                }
+            },
+        ));
     }
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {

@@ -1,20 +1,33 @@
-//! `mojaswitch-bench`: an open-model load generator for the transfers tier.
+//! `mojaswitch-bench`: an open-model load generator for the transfers and
+//! end-to-end tiers.
 //!
 //! It provisions N simulated DFSPs (half payers, half payees) through the
 //! operator API, runs one lean DFSP simulator (one HTTP server on loopback,
-//! one path prefix per DFSP), and issues `POST /transfers` at a constant
-//! target rate (linear ramp, then steady) regardless of completions. A payee
-//! answers each prepare with 202 and then `PUT /transfers/{id}` with the
-//! fulfilment; a transfer counts when its payer receives the switch's
-//! `PUT /transfers/{id}` with COMMITTED. Afterwards it compares the
-//! generator's count with the COMMITTED rows in the database and runs
-//! `mojaswitch check`.
+//! one path prefix per DFSP), and starts transactions at a constant target
+//! rate (linear ramp, then steady) regardless of completions.
+//!
+//! - `--tier transfers`: a transaction is `POST /transfers`. A payee answers
+//!   each prepare with 202 and then `PUT /transfers/{id}` with the
+//!   fulfilment.
+//! - `--tier e2e`: a transaction is discovery, agreement and transfer: the
+//!   payer sends `GET /parties/MSISDN/{id}` (the switch finds the payee in
+//!   its oracle, where each payee registered a pool of parties), the payee
+//!   answers `PUT /parties`, the payer sends `POST /quotes`, the payee
+//!   answers `PUT /quotes/{id}` with the ILP packet and condition, and the
+//!   payer sends the prepare built from that quote.
+//!
+//! Either way a transaction counts when its payer receives the switch's
+//! `PUT /transfers/{id}` with COMMITTED. `--skew` sends a share of the
+//! transactions from the first payer; `--patch` makes payees answer
+//! RESERVED, so that the switch notifies them by `PATCH /transfers/{id}`.
+//! Afterwards it compares the generator's count with the COMMITTED rows in
+//! the database and runs `mojaswitch check`.
 //!
 //! Without `--fspiop-url`/`--operator-url` it starts its own switch (the
 //! `mojaswitch` binary next to this one) on a fresh scratch database.
 //! Traffic goes to 127.0.0.1 only.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -40,12 +53,58 @@ const GRACE: Duration = Duration::from_secs(10);
 /// How long an embedded switch may take to become healthy / to stop.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 const STOP_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long the switch may take to answer a batch party registration.
+const REGISTRATION_TIMEOUT: Duration = Duration::from_secs(10);
 /// Scheduler tick.
 const TICK: Duration = Duration::from_millis(1);
-/// Transfer expiry (well beyond the run's grace period).
+/// Transfer (and quote) expiry (well beyond the run's grace period).
 const EXPIRES_IN_S: i64 = 120;
+/// The party type of the e2e tier's parties.
+const PARTY_ID_TYPE: &str = "MSISDN";
+/// The schema's limit on one batch registration.
+const PARTIES_PER_PAYEE_MAX: usize = 10_000;
 const TRANSFERS_CT: &str = "application/vnd.interoperability.transfers+json;version=1.1";
 const TRANSFERS_ACCEPT: &str = "application/vnd.interoperability.transfers+json;version=1";
+const PARTIES_CT: &str = "application/vnd.interoperability.parties+json;version=1.1";
+const PARTIES_ACCEPT: &str = "application/vnd.interoperability.parties+json;version=1";
+const QUOTES_CT: &str = "application/vnd.interoperability.quotes+json;version=1.1";
+const QUOTES_ACCEPT: &str = "application/vnd.interoperability.quotes+json;version=1";
+const PARTICIPANTS_CT: &str = "application/vnd.interoperability.participants+json;version=1.1";
+const PARTICIPANTS_ACCEPT: &str = "application/vnd.interoperability.participants+json;version=1";
+
+/// What one transaction is.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Tier {
+    /// POST /transfers, fulfilled by the payee.
+    Transfers,
+    /// GET /parties, POST /quotes, then the transfer.
+    #[value(name = "e2e")]
+    E2e,
+}
+
+impl Tier {
+    fn name(self) -> &'static str {
+        match self {
+            Tier::Transfers => "transfers",
+            Tier::E2e => "e2e",
+        }
+    }
+
+    /// The payer's first request of a transaction.
+    fn first_stage(self) -> Stage {
+        match self {
+            Tier::Transfers => Stage::Transfers,
+            Tier::E2e => Stage::Parties,
+        }
+    }
+
+    fn stages(self) -> &'static [Stage] {
+        match self {
+            Tier::Transfers => &[Stage::Transfers],
+            Tier::E2e => &Stage::ALL,
+        }
+    }
+}
 
 #[derive(Parser, Debug, Clone)]
 #[command(
@@ -71,7 +130,19 @@ struct Args {
     /// Extra MOJASWITCH_KEY=VALUE settings for the embedded switch (repeatable).
     #[arg(long = "switch-env")]
     switch_env: Vec<String>,
-    /// Target transfers per second in the steady window.
+    /// What a transaction is: transfers (POST /transfers) or e2e (GET /parties, POST /quotes, then the transfer).
+    #[arg(long, value_enum, default_value = "transfers")]
+    tier: Tier,
+    /// Percentage of the transactions from the first payer; the rest spread evenly over the others (0: all payers alike).
+    #[arg(long, default_value_t = 0.0)]
+    skew: f64,
+    /// Payees answer prepares with RESERVED; the switch then notifies them by PATCH.
+    #[arg(long)]
+    patch: bool,
+    /// e2e: party identifiers (MSISDNs) each payee registers with the switch's oracle.
+    #[arg(long, default_value_t = 100)]
+    parties_per_payee: usize,
+    /// Target transactions per second in the steady window.
     #[arg(long, default_value_t = 500.0)]
     rate: f64,
     /// Linear ramp-up from 0 to --rate, seconds.
@@ -83,7 +154,7 @@ struct Args {
     /// Number of DFSPs (half payers, half payees).
     #[arg(long, default_value_t = 8)]
     dfsps: usize,
-    /// Transfers awaiting their callback at most; beyond it prepares are dropped.
+    /// Transactions awaiting their callback at most; beyond it new ones are dropped.
     #[arg(long, default_value_t = 20_000)]
     max_in_flight: usize,
     /// Amount of each transfer.
@@ -106,31 +177,91 @@ struct Done {
     latency_us: u64,
 }
 
+/// The payer's request a transaction is waiting on: what failures and
+/// refusals are counted by.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Stage {
+    /// GET /parties, until PUT /parties (e2e).
+    Parties,
+    /// POST /quotes, until PUT /quotes (e2e).
+    Quotes,
+    /// POST /transfers, until PUT /transfers.
+    Transfers,
+}
+
+impl Stage {
+    const ALL: [Stage; 3] = [Stage::Parties, Stage::Quotes, Stage::Transfers];
+
+    fn name(self) -> &'static str {
+        match self {
+            Stage::Parties => "parties",
+            Stage::Quotes => "quotes",
+            Stage::Transfers => "transfers",
+        }
+    }
+
+    /// Index into the per-stage counters.
+    fn index(self) -> usize {
+        self as usize
+    }
+
+    /// Content-Type and Accept of this stage's messages.
+    fn media(self) -> (&'static str, &'static str) {
+        match self {
+            Stage::Parties => (PARTIES_CT, PARTIES_ACCEPT),
+            Stage::Quotes => (QUOTES_CT, QUOTES_ACCEPT),
+            Stage::Transfers => (TRANSFERS_CT, TRANSFERS_ACCEPT),
+        }
+    }
+}
+
+/// A transaction awaiting a callback.
+struct Flight {
+    /// When its first request was issued: latency is measured from here.
+    sent: Instant,
+    stage: Stage,
+}
+
 #[derive(Default)]
 struct Counters {
+    /// Transactions scheduled (dropped ones included).
     sent: AtomicU64,
-    accepted: AtomicU64,
     committed: AtomicU64,
     failed: AtomicU64,
     refused: AtomicU64,
     dropped_cap: AtomicU64,
+    /// Payer requests per stage (`Stage::index`): sent, answered 202, refused.
+    stage_sent: [AtomicU64; 3],
+    stage_accepted: [AtomicU64; 3],
+    stage_refused: [AtomicU64; 3],
     payee_puts: AtomicU64,
     payee_put_errors: AtomicU64,
     payee_notifications: AtomicU64,
+    /// PATCH /transfers/{id} received by payees (`--patch`).
+    payee_patches: AtomicU64,
     unknown_callbacks: AtomicU64,
 }
+
+/// Counts by stage, then by FSPIOP error code or HTTP status.
+type ByStage = BTreeMap<&'static str, BTreeMap<String, u64>>;
 
 struct Record {
     start: Instant,
     counters: Counters,
-    in_flight: Mutex<HashMap<String, Instant>>,
+    in_flight: Mutex<HashMap<String, Flight>>,
+    /// e2e: transactions awaiting PUT /parties, by (payer, party), oldest
+    /// first. The callback names only the party, and two lookups of one
+    /// party by one payer get the same answer, so the oldest takes it.
+    lookups: Mutex<HashMap<(String, String), VecDeque<String>>>,
     done: Mutex<Vec<Done>>,
-    /// Error callbacks to payers, by FSPIOP error code (or transfer state).
-    failed_by_code: Mutex<BTreeMap<String, u64>>,
-    /// Prepares the switch did not accept with 202, by HTTP status / error code.
-    refused_by: Mutex<BTreeMap<String, u64>>,
-    /// payee PUT failures, by HTTP status or error.
+    /// Error callbacks to payers (or a final state other than COMMITTED).
+    failed_by: Mutex<ByStage>,
+    /// Payer requests the switch did not accept with 202, by HTTP status / error code.
+    refused_by: Mutex<ByStage>,
+    /// payee PUT failures, by resource and HTTP status or error.
     payee_errors_by: Mutex<BTreeMap<String, u64>>,
+    /// PATCH notifications to payees, by transferState.
+    patches_by_state: Mutex<BTreeMap<String, u64>>,
 }
 
 impl Record {
@@ -140,6 +271,92 @@ impl Record {
 
     fn bump(map: &Mutex<BTreeMap<String, u64>>, key: String) {
         *lock(map).entry(key).or_insert(0) += 1;
+    }
+
+    fn bump_stage(map: &Mutex<ByStage>, stage: Stage, key: String) {
+        *lock(map)
+            .entry(stage.name())
+            .or_default()
+            .entry(key)
+            .or_insert(0) += 1;
+    }
+
+    fn unknown(&self) {
+        self.counters
+            .unknown_callbacks
+            .fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Takes a new transaction in flight, unless the cap is reached.
+    fn admit(&self, id: &str, stage: Stage, cap: usize) -> bool {
+        let mut in_flight = lock(&self.in_flight);
+        if in_flight.len() >= cap {
+            return false;
+        }
+        let flight = Flight {
+            sent: Instant::now(),
+            stage,
+        };
+        in_flight.insert(id.to_string(), flight);
+        true
+    }
+
+    /// Moves a transaction on to its next request; false if it is no longer awaited.
+    fn advance(&self, id: &str, stage: Stage) -> bool {
+        match lock(&self.in_flight).get_mut(id) {
+            Some(flight) => {
+                flight.stage = stage;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Ends a transaction: `None` if it was not (or no longer) awaited.
+    fn finish(&self, id: &str) -> Option<Flight> {
+        lock(&self.in_flight).remove(id)
+    }
+
+    /// Ends a transaction with a failure callback at `stage`.
+    fn fail(&self, id: &str, stage: Stage, code: String) {
+        if self.finish(id).is_none() {
+            self.unknown();
+            return;
+        }
+        self.counters.failed.fetch_add(1, Ordering::Relaxed);
+        Record::bump_stage(&self.failed_by, stage, code);
+    }
+
+    /// e2e: a lookup the payer is about to send.
+    fn expect_lookup(&self, payer: &str, party: &str, id: &str) {
+        lock(&self.lookups)
+            .entry((payer.to_string(), party.to_string()))
+            .or_default()
+            .push_back(id.to_string());
+    }
+
+    /// e2e: the transaction a PUT /parties answers. Lookups no longer in
+    /// flight (refused on sending) are skipped; the queue bounds the loop.
+    fn answered_lookup(&self, payer: &str, party: &str) -> Option<String> {
+        let key = (payer.to_string(), party.to_string());
+        let mut lookups = lock(&self.lookups);
+        let queue = lookups.get_mut(&key)?;
+        let in_flight = lock(&self.in_flight);
+        let mut found = None;
+        while let Some(id) = queue.pop_front() {
+            if in_flight
+                .get(&id)
+                .is_some_and(|f| f.stage == Stage::Parties)
+            {
+                found = Some(id);
+                break;
+            }
+        }
+        drop(in_flight);
+        if queue.is_empty() {
+            lookups.remove(&key);
+        }
+        found
     }
 }
 
@@ -188,6 +405,22 @@ async fn send(
         .map_err(|_| "timeout".to_string())?
 }
 
+/// "http 400 / 3101" from an error answer.
+fn http_reason(status: u16, body: &[u8]) -> String {
+    let json: Value = serde_json::from_slice(body).unwrap_or(Value::Null);
+    match json["errorInformation"]["errorCode"].as_str() {
+        Some(code) => format!("http {status} / {code}"),
+        None => format!("http {status}"),
+    }
+}
+
+fn error_code(json: &Value) -> String {
+    json["errorInformation"]["errorCode"]
+        .as_str()
+        .unwrap_or("?")
+        .to_string()
+}
+
 // -------------------------------------------------------------- the simulator
 
 struct Sim {
@@ -197,98 +430,321 @@ struct Sim {
     payees: Vec<String>,
     payers: Vec<String>,
     runtime: tokio::runtime::Handle,
+    /// Payees fulfil with RESERVED instead of COMMITTED.
+    patch: bool,
+    /// The amount payers ask quotes for (e2e).
+    amount: String,
+    /// Batch registration answers, by requestId (read by provisioning).
+    registrations: Mutex<HashMap<String, Value>>,
 }
 
-/// One server for every simulated DFSP: `/{dfsp}/transfers...`.
-async fn handle(req: HttpRequest, body: web::Bytes, sim: web::Data<Arc<Sim>>) -> HttpResponse {
-    let path = req.path().trim_start_matches('/');
-    let mut parts = path.splitn(4, '/');
-    let dfsp = parts.next().unwrap_or("").to_string();
-    let resource = parts.next().unwrap_or("");
-    let id = parts.next().map(str::to_string);
-    let error = parts.next() == Some("error");
-    let sim = sim.get_ref().clone();
-    if resource != "transfers" {
-        sim.record
-            .counters
-            .unknown_callbacks
-            .fetch_add(1, Ordering::Relaxed);
-        return HttpResponse::Accepted().finish();
+/// One request from the switch to a simulated DFSP.
+struct Call<'a> {
+    method: &'a str,
+    dfsp: String,
+    /// The path segments after the resource.
+    rest: &'a [&'a str],
+    /// The path ends in `/error`.
+    error: bool,
+    /// FSPIOP-Source: who the message is from.
+    source: String,
+    body: web::Bytes,
+}
+
+impl Call<'_> {
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or(Value::Null)
     }
-    match (req.method().as_str(), id) {
-        ("POST", None) if sim.payees.contains(&dfsp) => {
-            let prepare: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+}
+
+/// One server for every simulated DFSP: `/{dfsp}/{resource}/...`.
+async fn handle(req: HttpRequest, body: web::Bytes, sim: web::Data<Arc<Sim>>) -> HttpResponse {
+    let sim = sim.get_ref().clone();
+    let path = req.path().trim_start_matches('/');
+    // dfsp, resource, then at most /{type}/{id}/{sub}/error.
+    let segments: Vec<&str> = path.splitn(7, '/').collect();
+    let resource = segments.get(1).copied().unwrap_or("");
+    let rest = segments.get(2..).unwrap_or(&[]);
+    let call = Call {
+        method: req.method().as_str(),
+        dfsp: segments.first().copied().unwrap_or("").to_string(),
+        rest,
+        error: rest.last() == Some(&"error"),
+        source: req
+            .headers()
+            .get("fspiop-source")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_string(),
+        body,
+    };
+    let answer = match resource {
+        "transfers" => on_transfers(&sim, &call),
+        "parties" => on_parties(&sim, &call),
+        "quotes" => on_quotes(&sim, &call),
+        "participants" => on_participants(&sim, &call),
+        _ => None,
+    };
+    answer.unwrap_or_else(|| {
+        sim.record.unknown();
+        HttpResponse::Accepted().finish()
+    })
+}
+
+/// `/transfers`: prepares to payees, results to payers, notifications to payees.
+fn on_transfers(sim: &Arc<Sim>, call: &Call) -> Option<HttpResponse> {
+    let payee = sim.payees.contains(&call.dfsp);
+    let payer = sim.payers.contains(&call.dfsp);
+    match (call.method, call.rest.first()) {
+        ("POST", None) if payee => {
             let runtime = sim.runtime.clone();
-            runtime.spawn(fulfil(sim, dfsp, prepare));
-            HttpResponse::Accepted().finish()
+            runtime.spawn(fulfil(sim.clone(), call.dfsp.clone(), call.json()));
+            Some(HttpResponse::Accepted().finish())
         }
-        ("PUT", Some(id)) if sim.payers.contains(&dfsp) => {
-            let at = Instant::now();
-            let record = &sim.record;
-            let sent = lock(&record.in_flight).remove(&id);
-            let Some(sent) = sent else {
-                record
-                    .counters
-                    .unknown_callbacks
-                    .fetch_add(1, Ordering::Relaxed);
-                return HttpResponse::Ok().finish();
-            };
-            let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-            let state = json["transferState"].as_str().unwrap_or("");
-            if !error && state == "COMMITTED" {
-                record.counters.committed.fetch_add(1, Ordering::Relaxed);
-                lock(&record.done).push(Done {
-                    sent_s: (sent - record.start).as_secs_f64(),
-                    done_s: (at - record.start).as_secs_f64(),
-                    latency_us: (at - sent).as_micros() as u64,
-                });
-            } else {
-                record.counters.failed.fetch_add(1, Ordering::Relaxed);
-                let code = if error {
-                    json["errorInformation"]["errorCode"]
-                        .as_str()
-                        .unwrap_or("?")
-                        .to_string()
-                } else {
-                    format!("state {state}")
-                };
-                Record::bump(&record.failed_by_code, code);
-            }
-            HttpResponse::Ok().finish()
+        ("PUT", Some(id)) if payer => {
+            on_transfer_result(sim, id, call.error, &call.json());
+            Some(HttpResponse::Ok().finish())
+        }
+        ("PATCH", Some(_)) if payee => {
+            sim.record
+                .counters
+                .payee_patches
+                .fetch_add(1, Ordering::Relaxed);
+            let state = call.json()["transferState"]
+                .as_str()
+                .unwrap_or("?")
+                .to_string();
+            Record::bump(&sim.record.patches_by_state, state);
+            Some(HttpResponse::Ok().finish())
         }
         ("PUT", Some(_)) | ("PATCH", Some(_)) => {
             sim.record
                 .counters
                 .payee_notifications
                 .fetch_add(1, Ordering::Relaxed);
-            HttpResponse::Ok().finish()
+            Some(HttpResponse::Ok().finish())
         }
-        _ => {
-            sim.record
-                .counters
-                .unknown_callbacks
-                .fetch_add(1, Ordering::Relaxed);
-            HttpResponse::Accepted().finish()
-        }
+        _ => None,
     }
 }
 
-/// The payee's answer: PUT /transfers/{id} COMMITTED with the fulfilment.
+/// The payer's PUT /transfers/{id} (or /error): the end of a transaction.
+fn on_transfer_result(sim: &Sim, id: &str, error: bool, json: &Value) {
+    let at = Instant::now();
+    let record = &sim.record;
+    let state = json["transferState"].as_str().unwrap_or("");
+    if error || state != "COMMITTED" {
+        let code = if error {
+            error_code(json)
+        } else {
+            format!("state {state}")
+        };
+        record.fail(id, Stage::Transfers, code);
+        return;
+    }
+    let Some(flight) = record.finish(id) else {
+        record.unknown();
+        return;
+    };
+    record.counters.committed.fetch_add(1, Ordering::Relaxed);
+    lock(&record.done).push(Done {
+        sent_s: (flight.sent - record.start).as_secs_f64(),
+        done_s: (at - record.start).as_secs_f64(),
+        latency_us: (at - flight.sent).as_micros() as u64,
+    });
+}
+
+/// `/parties/{type}/{id}`: lookups to payees, their answers to payers.
+fn on_parties(sim: &Arc<Sim>, call: &Call) -> Option<HttpResponse> {
+    let [id_type, party, ..] = call.rest else {
+        return None;
+    };
+    match call.method {
+        "GET" if sim.payees.contains(&call.dfsp) => {
+            let runtime = sim.runtime.clone();
+            runtime.spawn(answer_party(
+                sim.clone(),
+                call.dfsp.clone(),
+                call.source.clone(),
+                id_type.to_string(),
+                party.to_string(),
+            ));
+            Some(HttpResponse::Accepted().finish())
+        }
+        "PUT" if sim.payers.contains(&call.dfsp) => {
+            on_party(sim, call, party);
+            Some(HttpResponse::Ok().finish())
+        }
+        _ => None,
+    }
+}
+
+/// The payer learned which FSP serves the party (or why none does): it
+/// asks that FSP for a quote.
+fn on_party(sim: &Arc<Sim>, call: &Call, party: &str) {
+    let record = &sim.record;
+    let Some(id) = record.answered_lookup(&call.dfsp, party) else {
+        record.unknown();
+        return;
+    };
+    let json = call.json();
+    if call.error {
+        record.fail(&id, Stage::Parties, error_code(&json));
+        return;
+    }
+    // The FSP the party says it belongs to; the answering FSP otherwise.
+    let payee = json["party"]["partyIdInfo"]["fspId"]
+        .as_str()
+        .filter(|s| !s.is_empty())
+        .unwrap_or(&call.source)
+        .to_string();
+    if !record.advance(&id, Stage::Quotes) {
+        record.unknown();
+        return;
+    }
+    let runtime = sim.runtime.clone();
+    runtime.spawn(send_quote(
+        sim.clone(),
+        call.dfsp.clone(),
+        payee,
+        party.to_string(),
+        id,
+    ));
+}
+
+/// `/quotes`: quote requests to payees, quotes to payers.
+fn on_quotes(sim: &Arc<Sim>, call: &Call) -> Option<HttpResponse> {
+    match (call.method, call.rest.first()) {
+        ("POST", None) if sim.payees.contains(&call.dfsp) => {
+            let runtime = sim.runtime.clone();
+            runtime.spawn(answer_quote(
+                sim.clone(),
+                call.dfsp.clone(),
+                call.source.clone(),
+                call.json(),
+            ));
+            Some(HttpResponse::Accepted().finish())
+        }
+        ("PUT", Some(id)) if sim.payers.contains(&call.dfsp) => {
+            on_quote(sim, call, id);
+            Some(HttpResponse::Ok().finish())
+        }
+        _ => None,
+    }
+}
+
+/// The payer got its quote (the quote id is the transfer id): it sends the
+/// prepare with the payee's ILP packet and condition.
+fn on_quote(sim: &Arc<Sim>, call: &Call, id: &str) {
+    let record = &sim.record;
+    let json = call.json();
+    if call.error {
+        record.fail(id, Stage::Quotes, error_code(&json));
+        return;
+    }
+    if !record.advance(id, Stage::Transfers) {
+        record.unknown();
+        return;
+    }
+    let p = Prepare {
+        id: id.to_string(),
+        body: prepare_body(
+            id,
+            &call.dfsp,
+            &call.source,
+            &json["transferAmount"],
+            json["ilpPacket"].as_str().unwrap_or(""),
+            json["condition"].as_str().unwrap_or(""),
+        ),
+    };
+    let runtime = sim.runtime.clone();
+    runtime.spawn(send_prepare(
+        sim.clone(),
+        call.dfsp.clone(),
+        call.source.clone(),
+        p,
+    ));
+}
+
+/// `/participants/{requestId}`: the answer to a batch registration.
+fn on_participants(sim: &Arc<Sim>, call: &Call) -> Option<HttpResponse> {
+    let ("PUT", Some(request_id)) = (call.method, call.rest.first()) else {
+        return None;
+    };
+    let answer = match call.error {
+        false => call.json(),
+        true => json!({"error": call.json()}),
+    };
+    lock(&sim.registrations).insert(request_id.to_string(), answer);
+    Some(HttpResponse::Ok().finish())
+}
+
+/// The payee's answer to a prepare: PUT /transfers/{id} COMMITTED (RESERVED
+/// with `--patch`) with the fulfilment.
 async fn fulfil(sim: Arc<Sim>, payee: String, prepare: Value) {
     let id = prepare["transferId"].as_str().unwrap_or("");
     let packet = prepare["ilpPacket"].as_str().unwrap_or("");
     let payer = prepare["payerFsp"].as_str().unwrap_or("");
+    let state = if sim.patch { "RESERVED" } else { "COMMITTED" };
     let body = json!({
         "fulfilment": ilp::fulfilment_for(SECRET, packet),
-        "completedTimestamp": iso_now(),
-        "transferState": "COMMITTED",
+        "completedTimestamp": iso_in(0),
+        "transferState": state,
     });
-    let url = format!("{}/transfers/{id}", sim.fspiop);
+    let path = format!("/transfers/{id}");
+    payee_put(&sim, Stage::Transfers, &path, &payee, payer, body).await;
+}
+
+/// The payee's answer to a lookup: the party, as its FSP knows it.
+async fn answer_party(sim: Arc<Sim>, payee: String, payer: String, id_type: String, party: String) {
+    let body = json!({"party": {
+        "partyIdInfo": {"partyIdType": id_type, "partyIdentifier": party, "fspId": payee},
+        "name": "Bench Payee",
+    }});
+    let path = format!("/parties/{id_type}/{party}");
+    payee_put(&sim, Stage::Parties, &path, &payee, &payer, body).await;
+}
+
+/// The payee's quote: the amount asked for, no fees, and the ILP packet and
+/// condition the payer will put in its prepare.
+async fn answer_quote(sim: Arc<Sim>, payee: String, payer: String, quote: Value) {
+    let id = quote["quoteId"].as_str().unwrap_or("");
+    let amount = &quote["amount"];
+    let party = quote["payee"]["partyIdInfo"]["partyIdentifier"]
+        .as_str()
+        .unwrap_or("");
+    let transaction = json!({
+        "transactionId": quote["transactionId"],
+        "quoteId": id,
+        "payee": quote["payee"],
+        "payer": quote["payer"],
+        "amount": amount,
+        "transactionType": quote["transactionType"],
+    });
+    let (packet, condition) = ilp_for(
+        &payee,
+        party,
+        amount["amount"].as_str().unwrap_or("0"),
+        &transaction,
+    );
+    let body = json!({
+        "transferAmount": amount,
+        "expiration": iso_in(EXPIRES_IN_S),
+        "ilpPacket": packet,
+        "condition": condition,
+    });
+    let path = format!("/quotes/{id}");
+    payee_put(&sim, Stage::Quotes, &path, &payee, &payer, body).await;
+}
+
+/// A payee's callback to the switch, counted by resource and outcome.
+async fn payee_put(sim: &Sim, stage: Stage, path: &str, payee: &str, payer: &str, body: Value) {
+    let url = format!("{}{path}", sim.fspiop);
     let date = rfc1123_now();
     let headers = [
-        ("content-type", TRANSFERS_CT),
+        ("content-type", stage.media().0),
         ("date", date.as_str()),
-        ("fspiop-source", payee.as_str()),
+        ("fspiop-source", payee),
         ("fspiop-destination", payer),
     ];
     let result = send(
@@ -301,21 +757,23 @@ async fn fulfil(sim: Arc<Sim>, payee: String, prepare: Value) {
     .await;
     let counters = &sim.record.counters;
     counters.payee_puts.fetch_add(1, Ordering::Relaxed);
-    match result {
-        Ok((200, _)) => {}
-        Ok((status, _)) => {
-            counters.payee_put_errors.fetch_add(1, Ordering::Relaxed);
-            Record::bump(&sim.record.payee_errors_by, format!("http {status}"));
-        }
-        Err(e) => {
-            counters.payee_put_errors.fetch_add(1, Ordering::Relaxed);
-            Record::bump(&sim.record.payee_errors_by, e);
-        }
-    }
+    let problem = match result {
+        Ok((200, _)) => return,
+        Ok((status, body)) => http_reason(status, &body),
+        Err(e) => e,
+    };
+    counters.payee_put_errors.fetch_add(1, Ordering::Relaxed);
+    Record::bump(
+        &sim.record.payee_errors_by,
+        format!("{}: {problem}", stage.name()),
+    );
 }
 
-fn iso_now() -> String {
-    Utc::now().format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+/// FSPIOP DateTime `seconds` from now.
+fn iso_in(seconds: i64) -> String {
+    (Utc::now() + chrono::Duration::seconds(seconds))
+        .format("%Y-%m-%dT%H:%M:%S%.3fZ")
+        .to_string()
 }
 
 /// Starts the simulator's server in its own thread (1 worker): its port.
@@ -352,82 +810,168 @@ fn start_simulator(sim: Arc<Sim>) -> (u16, actix_web::dev::ServerHandle) {
     (port, handle)
 }
 
-// ------------------------------------------------------------- the prepares
+// ------------------------------------------------------- the payer's requests
 
 struct Prepare {
     id: String,
     body: Vec<u8>,
 }
 
-fn prepare(payer: &str, payee: &str, amount: &str) -> Prepare {
-    let id = uuid::Uuid::new_v4().to_string();
-    let transaction = json!({
-        "transactionId": uuid::Uuid::new_v4().to_string(),
-        "quoteId": uuid::Uuid::new_v4().to_string(),
-        "payee": {"partyIdInfo": {"partyIdType": "MSISDN", "partyIdentifier": switch_tests::dfsp::PAYEE_MSISDN, "fspId": payee}},
-        "payer": {"partyIdInfo": {"partyIdType": "MSISDN", "partyIdentifier": switch_tests::dfsp::PAYER_MSISDN, "fspId": payer}},
-        "amount": {"amount": amount, "currency": CURRENCY},
-        "transactionType": {"scenario": "TRANSFER", "initiator": "PAYER", "initiatorType": "CONSUMER"},
-    });
+/// ILP v1 packet to the payee's party, carrying the transaction, and its condition.
+fn ilp_for(payee: &str, party: &str, amount: &str, transaction: &Value) -> (String, String) {
     let data = ilp::b64url_encode(transaction.to_string().as_bytes());
-    let address = format!("g.{payee}.msisdn.{}", switch_tests::dfsp::PAYEE_MSISDN);
+    let address = format!("g.{payee}.msisdn.{party}");
     let packet = ilp::encode_v1(
         switch_tests::dfsp::ilp_amount(amount),
         &address,
         data.as_bytes(),
     );
     let condition = ilp::condition_for(SECRET, &packet);
-    let expiration = Utc::now() + chrono::Duration::seconds(EXPIRES_IN_S);
+    (packet, condition)
+}
+
+fn prepare_body(
+    id: &str,
+    payer: &str,
+    payee: &str,
+    amount: &Value,
+    packet: &str,
+    condition: &str,
+) -> Vec<u8> {
     let body = json!({
         "transferId": id,
         "payerFsp": payer,
         "payeeFsp": payee,
-        "amount": {"amount": amount, "currency": CURRENCY},
+        "amount": amount,
         "ilpPacket": packet,
         "condition": condition,
-        "expiration": expiration.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string(),
+        "expiration": iso_in(EXPIRES_IN_S),
     });
+    body.to_string().into_bytes()
+}
+
+/// The transfers tier's prepare: the payer makes up the transaction itself.
+fn prepare(id: &str, payer: &str, payee: &str, amount: &str) -> Prepare {
+    let amount = json!({"amount": amount, "currency": CURRENCY});
+    let transaction = json!({
+        "transactionId": uuid::Uuid::new_v4().to_string(),
+        "quoteId": uuid::Uuid::new_v4().to_string(),
+        "payee": {"partyIdInfo": {"partyIdType": PARTY_ID_TYPE, "partyIdentifier": switch_tests::dfsp::PAYEE_MSISDN, "fspId": payee}},
+        "payer": {"partyIdInfo": {"partyIdType": PARTY_ID_TYPE, "partyIdentifier": switch_tests::dfsp::PAYER_MSISDN, "fspId": payer}},
+        "amount": amount,
+        "transactionType": {"scenario": "TRANSFER", "initiator": "PAYER", "initiatorType": "CONSUMER"},
+    });
+    let (packet, condition) = ilp_for(
+        payee,
+        switch_tests::dfsp::PAYEE_MSISDN,
+        amount["amount"].as_str().unwrap_or("0"),
+        &transaction,
+    );
     Prepare {
-        id,
-        body: body.to_string().into_bytes(),
+        id: id.to_string(),
+        body: prepare_body(id, payer, payee, &amount, &packet, &condition),
+    }
+}
+
+/// One request of a payer for one stage of a transaction.
+struct Ask {
+    stage: Stage,
+    /// The transaction.
+    id: String,
+    method: hyper::Method,
+    path: String,
+    payer: String,
+    /// FSPIOP-Destination (none on GET /parties: the switch asks its oracle).
+    payee: Option<String>,
+    body: Vec<u8>,
+}
+
+/// Sends a payer's request. Anything but 202 ends the transaction as
+/// refused: it will get no callback.
+async fn payer_request(sim: &Sim, ask: Ask) {
+    let record = &sim.record;
+    let i = ask.stage.index();
+    record.counters.stage_sent[i].fetch_add(1, Ordering::Relaxed);
+    let url = format!("{}{}", sim.fspiop, ask.path);
+    let (content_type, accept) = ask.stage.media();
+    let date = rfc1123_now();
+    let mut headers = vec![
+        ("content-type", content_type),
+        ("accept", accept),
+        ("date", date.as_str()),
+        ("fspiop-source", ask.payer.as_str()),
+    ];
+    if let Some(payee) = &ask.payee {
+        headers.push(("fspiop-destination", payee.as_str()));
+    }
+    let reason = match send(&sim.client, ask.method, &url, &headers, ask.body).await {
+        Ok((202, _)) => {
+            record.counters.stage_accepted[i].fetch_add(1, Ordering::Relaxed);
+            return;
+        }
+        Ok((status, body)) => http_reason(status, &body),
+        Err(e) => format!("send error: {e}"),
+    };
+    // Unless a callback raced the answer and already took it.
+    if record.finish(&ask.id).is_some() {
+        record.counters.refused.fetch_add(1, Ordering::Relaxed);
+        record.counters.stage_refused[i].fetch_add(1, Ordering::Relaxed);
+        Record::bump_stage(&record.refused_by, ask.stage, reason);
     }
 }
 
 async fn send_prepare(sim: Arc<Sim>, payer: String, payee: String, p: Prepare) {
-    let record = &sim.record;
-    let url = format!("{}/transfers", sim.fspiop);
-    let date = rfc1123_now();
-    let headers = [
-        ("content-type", TRANSFERS_CT),
-        ("accept", TRANSFERS_ACCEPT),
-        ("date", date.as_str()),
-        ("fspiop-source", payer.as_str()),
-        ("fspiop-destination", payee.as_str()),
-    ];
-    let result = send(&sim.client, hyper::Method::POST, &url, &headers, p.body).await;
-    let reason = match result {
-        Ok((202, _)) => {
-            record.counters.accepted.fetch_add(1, Ordering::Relaxed);
-            return;
-        }
-        Ok((status, body)) => {
-            let json: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-            match json["errorInformation"]["errorCode"].as_str() {
-                Some(code) => format!("http {status} / {code}"),
-                None => format!("http {status}"),
-            }
-        }
-        Err(e) => format!("send error: {e}"),
+    let ask = Ask {
+        stage: Stage::Transfers,
+        id: p.id,
+        method: hyper::Method::POST,
+        path: "/transfers".into(),
+        payer,
+        payee: Some(payee),
+        body: p.body,
     };
-    // A refused prepare gets no callback: it is no longer in flight (unless a
-    // callback raced the answer and already took it).
-    if lock(&record.in_flight).remove(&p.id).is_some() {
-        record.counters.refused.fetch_add(1, Ordering::Relaxed);
-        Record::bump(&record.refused_by, reason);
-    }
+    payer_request(&sim, ask).await;
 }
 
-/// Transfers due by `t` seconds: the integral of the rate (linear ramp, then flat).
+/// e2e: who serves this party?
+async fn send_lookup(sim: Arc<Sim>, payer: String, party: String, id: String) {
+    let ask = Ask {
+        stage: Stage::Parties,
+        id,
+        method: hyper::Method::GET,
+        path: format!("/parties/{PARTY_ID_TYPE}/{party}"),
+        payer,
+        payee: None,
+        body: Vec::new(),
+    };
+    payer_request(&sim, ask).await;
+}
+
+/// e2e: the quote request to the party's FSP. The quote id is the transfer
+/// id, so that the quote's answer leads to the transaction.
+async fn send_quote(sim: Arc<Sim>, payer: String, payee: String, party: String, id: String) {
+    let body = json!({
+        "quoteId": id,
+        "transactionId": uuid::Uuid::new_v4().to_string(),
+        "payee": {"partyIdInfo": {"partyIdType": PARTY_ID_TYPE, "partyIdentifier": party, "fspId": payee}},
+        "payer": {"partyIdInfo": {"partyIdType": PARTY_ID_TYPE, "partyIdentifier": switch_tests::dfsp::PAYER_MSISDN, "fspId": payer}},
+        "amountType": "SEND",
+        "amount": {"amount": sim.amount, "currency": CURRENCY},
+        "transactionType": {"scenario": "TRANSFER", "initiator": "PAYER", "initiatorType": "CONSUMER"},
+    });
+    let ask = Ask {
+        stage: Stage::Quotes,
+        id,
+        method: hyper::Method::POST,
+        path: "/quotes".into(),
+        payer,
+        payee: Some(payee),
+        body: body.to_string().into_bytes(),
+    };
+    payer_request(&sim, ask).await;
+}
+
+/// Transactions due by `t` seconds: the integral of the rate (linear ramp, then flat).
 fn due_by(t: f64, rate: f64, ramp: f64, total: f64) -> f64 {
     let t = t.min(total);
     if ramp <= 0.0 {
@@ -436,6 +980,62 @@ fn due_by(t: f64, rate: f64, ramp: f64, total: f64) -> f64 {
         rate * t * t / (2.0 * ramp)
     } else {
         rate * ramp / 2.0 + rate * (t - ramp)
+    }
+}
+
+/// Who pays whom, transaction by transaction. Without skew the payers take
+/// turns; with it the first payer takes `skew` percent of the transactions
+/// (spread evenly through the run, so that its position is under load the
+/// whole time) and the others take turns with the rest. Each payer cycles
+/// over the payees, and over each payee's parties.
+struct Picker {
+    skew: f64,
+    k: u64,
+    by_payer: Vec<u64>,
+    payees: usize,
+}
+
+struct Pick {
+    payer: usize,
+    payee: usize,
+    /// How many transactions this payer had before this one.
+    round: u64,
+}
+
+impl Picker {
+    fn new(skew: f64, payers: usize, payees: usize) -> Picker {
+        Picker {
+            skew,
+            k: 0,
+            by_payer: vec![0; payers.max(1)],
+            payees: payees.max(1),
+        }
+    }
+
+    fn next(&mut self) -> Pick {
+        let k = self.k;
+        self.k += 1;
+        let payers = self.by_payer.len() as u64;
+        let payer = if self.skew <= 0.0 || payers == 1 {
+            k % payers
+        } else {
+            // The first payer's transactions among the first k and k + 1.
+            let share = self.skew / 100.0;
+            let before = (k as f64 * share).floor() as u64;
+            let after = ((k + 1) as f64 * share).floor() as u64;
+            if after > before {
+                0
+            } else {
+                1 + (k - before) % (payers - 1)
+            }
+        } as usize;
+        let round = self.by_payer[payer];
+        self.by_payer[payer] += 1;
+        Pick {
+            payer,
+            payee: ((round + payer as u64) % self.payees as u64) as usize,
+            round,
+        }
     }
 }
 
@@ -574,6 +1174,7 @@ async fn provision(
     operator: &str,
     names: &[String],
     sim_base: &str,
+    tier: Tier,
 ) -> anyhow::Result<()> {
     for kind in ["HUB_MULTILATERAL_SETTLEMENT", "HUB_RECONCILIATION"] {
         let (status, body) = operator_post(
@@ -662,20 +1263,7 @@ async fn provision(
         )
         .await?;
         let base = format!("{sim_base}/{name}");
-        for (kind, value) in [
-            (
-                "FSPIOP_CALLBACK_URL_TRANSFER_POST",
-                format!("{base}/transfers"),
-            ),
-            (
-                "FSPIOP_CALLBACK_URL_TRANSFER_PUT",
-                format!("{base}/transfers/{{{{transferId}}}}"),
-            ),
-            (
-                "FSPIOP_CALLBACK_URL_TRANSFER_ERROR",
-                format!("{base}/transfers/{{{{transferId}}}}/error"),
-            ),
-        ] {
+        for (kind, value) in endpoints(&base, tier) {
             expect(
                 &format!("endpoint {kind} of {name}"),
                 201,
@@ -690,6 +1278,118 @@ async fn provision(
         }
     }
     Ok(())
+}
+
+/// The callback endpoints of a DFSP whose simulator path is `base`. The e2e
+/// tier adds lookup (payees are asked, payers answered), quotes (a base URL:
+/// the switch appends the path) and batch registration answers.
+fn endpoints(base: &str, tier: Tier) -> Vec<(&'static str, String)> {
+    let party = format!("{base}/parties/{{{{partyIdType}}}}/{{{{partyIdentifier}}}}");
+    let batch = format!("{base}/participants/{{{{requestId}}}}");
+    let mut list = vec![
+        (
+            "FSPIOP_CALLBACK_URL_TRANSFER_POST",
+            format!("{base}/transfers"),
+        ),
+        (
+            "FSPIOP_CALLBACK_URL_TRANSFER_PUT",
+            format!("{base}/transfers/{{{{transferId}}}}"),
+        ),
+        (
+            "FSPIOP_CALLBACK_URL_TRANSFER_ERROR",
+            format!("{base}/transfers/{{{{transferId}}}}/error"),
+        ),
+    ];
+    if tier == Tier::E2e {
+        list.extend([
+            ("FSPIOP_CALLBACK_URL_PARTIES_GET", party.clone()),
+            ("FSPIOP_CALLBACK_URL_PARTIES_PUT", party.clone()),
+            (
+                "FSPIOP_CALLBACK_URL_PARTIES_PUT_ERROR",
+                format!("{party}/error"),
+            ),
+            ("FSPIOP_CALLBACK_URL_QUOTES", base.to_string()),
+            ("FSPIOP_CALLBACK_URL_PARTICIPANT_BATCH_PUT", batch.clone()),
+            (
+                "FSPIOP_CALLBACK_URL_PARTICIPANT_BATCH_PUT_ERROR",
+                format!("{batch}/error"),
+            ),
+        ]);
+    }
+    list
+}
+
+/// e2e: the parties of each payee, unique to the run (a running switch may
+/// know other runs' parties): MSISDN-like digits, run tag, payee, number.
+fn party_pools(run_tag: &str, payees: usize, per_payee: usize) -> Vec<Vec<String>> {
+    let run = u32::from_str_radix(run_tag, 16).unwrap_or(0);
+    (0..payees)
+        .map(|payee| {
+            (0..per_payee)
+                .map(|n| format!("{run:08}{payee:03}{n:04}"))
+                .collect()
+        })
+        .collect()
+}
+
+/// e2e: each payee registers its parties with the switch's oracle, as a
+/// DFSP does: one batch `POST /participants`, answered by callback.
+async fn register_parties(sim: &Sim, pools: &[Vec<String>]) -> anyhow::Result<()> {
+    for (payee, parties) in sim.payees.iter().zip(pools) {
+        let request_id = uuid::Uuid::new_v4().to_string();
+        let list: Vec<Value> = parties
+            .iter()
+            .map(|p| json!({"partyIdType": PARTY_ID_TYPE, "partyIdentifier": p, "fspId": payee}))
+            .collect();
+        let body = json!({"requestId": request_id, "currency": CURRENCY, "partyList": list});
+        let date = rfc1123_now();
+        let headers = [
+            ("content-type", PARTICIPANTS_CT),
+            ("accept", PARTICIPANTS_ACCEPT),
+            ("date", date.as_str()),
+            ("fspiop-source", payee.as_str()),
+        ];
+        let url = format!("{}/participants", sim.fspiop);
+        let (status, answer) = send(
+            &sim.client,
+            hyper::Method::POST,
+            &url,
+            &headers,
+            body.to_string().into_bytes(),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("register parties of {payee}: {e}"))?;
+        anyhow::ensure!(
+            status == 202,
+            "register parties of {payee}: HTTP {status}: {}",
+            String::from_utf8_lossy(&answer)
+        );
+        let result = registration_answer(sim, &request_id).await?;
+        // Every party registered: one result each, none with an error.
+        let entries = result["partyList"].as_array().cloned().unwrap_or_default();
+        let registered = entries
+            .iter()
+            .filter(|e| e.get("errorInformation").is_none())
+            .count();
+        anyhow::ensure!(
+            entries.len() == parties.len() && registered == parties.len(),
+            "register parties of {payee}: {result}"
+        );
+    }
+    Ok(())
+}
+
+/// The switch's callback to a batch registration, within REGISTRATION_TIMEOUT.
+async fn registration_answer(sim: &Sim, request_id: &str) -> anyhow::Result<Value> {
+    let poll = Duration::from_millis(20);
+    let polls = REGISTRATION_TIMEOUT.as_millis() / poll.as_millis();
+    for _ in 0..polls {
+        if let Some(answer) = lock(&sim.registrations).remove(request_id) {
+            return Ok(answer);
+        }
+        tokio::time::sleep(poll).await;
+    }
+    anyhow::bail!("no answer to batch registration {request_id} within {REGISTRATION_TIMEOUT:?}")
 }
 
 // ----------------------------------------------------------------- results
@@ -721,6 +1421,14 @@ async fn run(args: Args) -> anyhow::Result<i32> {
         "--steady-s must be positive"
     );
     anyhow::ensure!(args.dfsps >= 2, "--dfsps must be at least 2");
+    anyhow::ensure!(
+        (0.0..=100.0).contains(&args.skew),
+        "--skew is a percentage (0 to 100)"
+    );
+    anyhow::ensure!(
+        (1..=PARTIES_PER_PAYEE_MAX).contains(&args.parties_per_payee),
+        "--parties-per-payee must be 1 to {PARTIES_PER_PAYEE_MAX}"
+    );
     let client = reqwest::Client::builder().timeout(HTTP_TIMEOUT).build()?;
     let bin = match &args.switch_bin {
         Some(path) => path.clone(),
@@ -783,14 +1491,21 @@ async fn run(args: Args) -> anyhow::Result<i32> {
         .map(|i| format!("bench{run_tag}payee{i}"))
         .collect();
 
+    let pools = match args.tier {
+        Tier::E2e => party_pools(&run_tag, payees.len(), args.parties_per_payee),
+        Tier::Transfers => Vec::new(),
+    };
+
     let record = Arc::new(Record {
         start: Instant::now(),
         counters: Counters::default(),
         in_flight: Mutex::new(HashMap::with_capacity(args.max_in_flight * 2)),
+        lookups: Mutex::new(HashMap::new()),
         done: Mutex::new(Vec::new()),
-        failed_by_code: Mutex::new(BTreeMap::new()),
+        failed_by: Mutex::new(BTreeMap::new()),
         refused_by: Mutex::new(BTreeMap::new()),
         payee_errors_by: Mutex::new(BTreeMap::new()),
+        patches_by_state: Mutex::new(BTreeMap::new()),
     });
     let sim = Arc::new(Sim {
         record: record.clone(),
@@ -799,6 +1514,9 @@ async fn run(args: Args) -> anyhow::Result<i32> {
         payees: payees.clone(),
         payers: payers.clone(),
         runtime: tokio::runtime::Handle::current(),
+        patch: args.patch,
+        amount: args.amount.clone(),
+        registrations: Mutex::new(HashMap::new()),
     });
     let (sim_port, sim_server) = start_simulator(sim.clone());
     let all: Vec<String> = payers.iter().chain(payees.iter()).cloned().collect();
@@ -811,15 +1529,29 @@ async fn run(args: Args) -> anyhow::Result<i32> {
         &operator,
         &all,
         &format!("http://127.0.0.1:{sim_port}"),
+        args.tier,
     )
     .await?;
+    if args.tier == Tier::E2e {
+        register_parties(&sim, &pools).await?;
+        eprintln!(
+            "registered {} parties per payee with the oracle",
+            args.parties_per_payee
+        );
+    }
 
     // The run: timing is relative to the scheduler start, not `record.start`.
     let offset = record.now_s();
     let total = args.ramp_s + args.steady_s;
     eprintln!(
-        "running: {} tr/s, ramp {} s, steady {} s, cap {} in flight",
-        args.rate, args.ramp_s, args.steady_s, args.max_in_flight
+        "running tier {}: {} tr/s, ramp {} s, steady {} s, cap {} in flight, skew {}%, patch {}",
+        args.tier.name(),
+        args.rate,
+        args.ramp_s,
+        args.steady_s,
+        args.max_in_flight,
+        args.skew,
+        args.patch
     );
     let progress = {
         let record = record.clone();
@@ -862,7 +1594,7 @@ async fn run(args: Args) -> anyhow::Result<i32> {
 
     // The scheduler: open model, bounded by time and count.
     let mut issued: u64 = 0;
-    let mut k: u64 = 0;
+    let mut picker = Picker::new(args.skew, payers.len(), payees.len());
     let mut interval = tokio::time::interval(TICK);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let max_ticks = (total / TICK.as_secs_f64()) as u64 * 4 + 1000;
@@ -883,21 +1615,28 @@ async fn run(args: Args) -> anyhow::Result<i32> {
         }
         while issued < due {
             issued += 1;
-            let payer = payers[(k % payers.len() as u64) as usize].clone();
-            let payee =
-                payees[((k / payers.len() as u64 + k) % payees.len() as u64) as usize].clone();
-            k += 1;
             record.counters.sent.fetch_add(1, Ordering::Relaxed);
-            {
-                let mut in_flight = lock(&record.in_flight);
-                if in_flight.len() >= args.max_in_flight {
-                    record.counters.dropped_cap.fetch_add(1, Ordering::Relaxed);
-                    continue;
+            let pick = picker.next();
+            let id = uuid::Uuid::new_v4().to_string();
+            if !record.admit(&id, args.tier.first_stage(), args.max_in_flight) {
+                record.counters.dropped_cap.fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            let payer = payers[pick.payer].clone();
+            match args.tier {
+                Tier::Transfers => {
+                    let payee = payees[pick.payee].clone();
+                    let p = prepare(&id, &payer, &payee, &amount);
+                    tokio::spawn(send_prepare(sim.clone(), payer, payee, p));
                 }
-                let p = prepare(&payer, &payee, &amount);
-                in_flight.insert(p.id.clone(), Instant::now());
-                drop(in_flight);
-                tokio::spawn(send_prepare(sim.clone(), payer, payee, p));
+                Tier::E2e => {
+                    // Each (payer, payee) pair walks through the payee's parties.
+                    let pool = &pools[pick.payee];
+                    let n = (pick.round / payees.len() as u64) % pool.len() as u64;
+                    let party = pool[n as usize].clone();
+                    record.expect_lookup(&payer, &party, &id);
+                    tokio::spawn(send_lookup(sim.clone(), payer, party, id));
+                }
             }
         }
         if t >= total {
@@ -917,6 +1656,16 @@ async fn run(args: Args) -> anyhow::Result<i32> {
     // Results.
     let c = &record.counters;
     let unfinished = lock(&record.in_flight).len() as u64;
+    let stages = stage_counts(c, args.tier);
+    let unanswered = |stage: &str| stages[stage]["unanswered"].as_u64().unwrap_or(0);
+    let requests_unanswered: u64 = args
+        .tier
+        .stages()
+        .iter()
+        .map(|s| unanswered(s.name()))
+        .sum();
+    let failed_by = lock(&record.failed_by).clone();
+    let refused_by = lock(&record.refused_by).clone();
     let steady_from = args.ramp_s;
     let steady_to = total;
     let done = std::mem::take(&mut *lock(&record.done));
@@ -953,6 +1702,9 @@ async fn run(args: Args) -> anyhow::Result<i32> {
             "dfsps": args.dfsps, "payers": payers.len(), "payees": payees.len(),
             "max_in_flight": args.max_in_flight, "amount": args.amount,
             "switch_env": args.switch_env,
+            "tier": args.tier.name(), "skew_percent": args.skew, "patch": args.patch,
+            "parties_per_payee": (args.tier == Tier::E2e).then_some(args.parties_per_payee),
+            "transactions_by_payer": payers.iter().cloned().zip(picker.by_payer.iter().copied()).collect::<BTreeMap<String, u64>>(),
         },
         "offered_rate_steady": offered_in_window,
         "achieved_rate_steady": achieved,
@@ -964,21 +1716,27 @@ async fn run(args: Args) -> anyhow::Result<i32> {
         "counts": {
             "scheduled": c.sent.load(Ordering::Relaxed),
             "sent": c.sent.load(Ordering::Relaxed) - c.dropped_cap.load(Ordering::Relaxed),
-            "accepted_202": c.accepted.load(Ordering::Relaxed),
+            "accepted_202": c.stage_accepted[args.tier.first_stage().index()].load(Ordering::Relaxed),
             "committed": committed,
             "failed": c.failed.load(Ordering::Relaxed),
-            "failed_by_code": *lock(&record.failed_by_code),
+            "failed_by_code": by_code(&failed_by),
+            "failed_by_stage": failed_by,
             "dropped_in_flight_cap": c.dropped_cap.load(Ordering::Relaxed),
             "refused_by_switch": c.refused.load(Ordering::Relaxed),
-            "refused_by": *lock(&record.refused_by),
-            "prepare_unanswered": (c.sent.load(Ordering::Relaxed) - c.dropped_cap.load(Ordering::Relaxed))
-                .saturating_sub(c.accepted.load(Ordering::Relaxed) + c.refused.load(Ordering::Relaxed)),
+            "refused_by": by_code(&refused_by),
+            "refused_by_stage": refused_by,
+            "stages": stages,
+            "prepare_unanswered": unanswered(Stage::Transfers.name()),
+            "requests_unanswered": requests_unanswered,
             "late_after_window": late,
             "unfinished": unfinished,
+            "unfinished_by_stage": unfinished_by_stage(&record),
             "payee_puts": c.payee_puts.load(Ordering::Relaxed),
             "payee_put_errors": c.payee_put_errors.load(Ordering::Relaxed),
             "payee_put_errors_by": *lock(&record.payee_errors_by),
             "payee_notifications": c.payee_notifications.load(Ordering::Relaxed),
+            "payee_patches": c.payee_patches.load(Ordering::Relaxed),
+            "payee_patches_by_state": *lock(&record.patches_by_state),
             "unknown_callbacks": c.unknown_callbacks.load(Ordering::Relaxed),
         },
     });
@@ -989,10 +1747,14 @@ async fn run(args: Args) -> anyhow::Result<i32> {
     let mut books = json!({"checked": false});
     if let Some(url) = db_url {
         let clean_stop = embedded.take().map(Embedded::stop);
-        let count_sql = "SELECT COUNT(*) FROM transfer_state_change tsc JOIN transfer t ON t.transfer_id = tsc.transfer_id WHERE tsc.state = 'COMMITTED' AND t.payer_fsp LIKE 'bench%'";
+        // This run's DFSPs only: a running switch may hold earlier runs.
+        let count_sql = format!("SELECT COUNT(*) FROM transfer_state_change tsc JOIN transfer t ON t.transfer_id = tsc.transfer_id WHERE tsc.state = 'COMMITTED' AND t.payer_fsp LIKE 'bench{run_tag}%'");
         let db_committed: Option<u64> = match &db {
-            Some(db) => db.rows(count_sql).first().and_then(|r| r[0].parse().ok()),
-            None => count_rows(&url, count_sql).await,
+            Some(db) => db
+                .rows(&count_sql)
+                .first()
+                .and_then(|r| r.first()?.parse().ok()),
+            None => count_rows(&url, &count_sql).await,
         };
         let (check_ok, report) = match switch_command(&bin, &url).arg("check").output() {
             Ok(out) => (
@@ -1050,7 +1812,10 @@ async fn run(args: Args) -> anyhow::Result<i32> {
     println!("{text}");
     let n = |key: &str| result["counts"][key].as_u64().unwrap_or(0);
     eprintln!(
-        "offered {:.0}/s achieved {:.0}/s  p50 {} p95 {} p99 {} max {} ms  committed {} failed {} dropped {} refused {} unanswered {} unfinished {}  books {}",
+        "tier {} skew {}% patch {}: offered {:.0}/s achieved {:.0}/s  p50 {} p95 {} p99 {} max {} ms  committed {} failed {} dropped {} refused {} unanswered {} unfinished {}{}  books {}",
+        args.tier.name(),
+        args.skew,
+        if args.patch { "on" } else { "off" },
         offered_in_window,
         achieved,
         fmt_ms(lat(50.0)),
@@ -1061,8 +1826,13 @@ async fn run(args: Args) -> anyhow::Result<i32> {
         n("failed"),
         n("dropped_in_flight_cap"),
         n("refused_by_switch"),
-        n("prepare_unanswered"),
+        n("requests_unanswered"),
         n("unfinished"),
+        if args.patch {
+            format!("  payee PATCHes {}", n("payee_patches"))
+        } else {
+            String::new()
+        },
         if result["books"]["checked"] == true {
             if books_ok { "OK" } else { "DO NOT BALANCE" }
         } else {
@@ -1075,6 +1845,43 @@ async fn run(args: Args) -> anyhow::Result<i32> {
     drop(embedded);
     drop(db);
     Ok(if books_ok { 0 } else { 2 })
+}
+
+/// Payer requests of the tier's stages: sent, answered 202, refused, neither.
+fn stage_counts(c: &Counters, tier: Tier) -> Value {
+    let mut out = serde_json::Map::new();
+    for stage in tier.stages() {
+        let i = stage.index();
+        let sent = c.stage_sent[i].load(Ordering::Relaxed);
+        let accepted = c.stage_accepted[i].load(Ordering::Relaxed);
+        let refused = c.stage_refused[i].load(Ordering::Relaxed);
+        out.insert(
+            stage.name().to_string(),
+            json!({
+                "sent": sent, "accepted_202": accepted, "refused": refused,
+                "unanswered": sent.saturating_sub(accepted + refused),
+            }),
+        );
+    }
+    Value::Object(out)
+}
+
+/// Counts by stage summed over the stages.
+fn by_code(by_stage: &ByStage) -> BTreeMap<String, u64> {
+    let mut out = BTreeMap::new();
+    for (code, n) in by_stage.values().flatten() {
+        *out.entry(code.clone()).or_insert(0) += n;
+    }
+    out
+}
+
+/// Transactions still awaited, by the request they wait on.
+fn unfinished_by_stage(record: &Record) -> BTreeMap<&'static str, u64> {
+    let mut out = BTreeMap::new();
+    for flight in lock(&record.in_flight).values() {
+        *out.entry(flight.stage.name()).or_insert(0) += 1;
+    }
+    out
 }
 
 /// CPU seconds (user + system) a process has used, from /proc (Linux only).

@@ -1,0 +1,129 @@
+//! The transfer loader: batches the read every new transfer actor makes.
+//!
+//! A transfer actor starts by asking what the switch already knows about its
+//! id. For a new prepare the answer is "nothing", and asking it one query at
+//! a time cost a database round trip per transfer. The loader collects the
+//! ids asked for while its previous query runs and asks for all of them in
+//! one `SELECT … WHERE transfer_id IN (…)`; only ids that exist (duplicates,
+//! or a fulfil reaching a restarted switch) are then loaded in full.
+//!
+//! Reads go to the store's read pool: on SQLite that is a set of read-only
+//! connections beside the single writer connection (WAL lets them read
+//! while the writer commits), so lookups never queue behind a write batch.
+
+use std::collections::HashSet;
+
+use tokio::sync::{mpsc, oneshot};
+
+use crate::transfers::{load, TransferRecord};
+use crate::{col, Result, StorageError, Store};
+
+/// Limits of the loader.
+#[derive(Debug, Clone, Copy)]
+pub struct LoaderLimits {
+    /// Ids asked for in one query at most.
+    pub batch_ids_max: usize,
+    /// Lookups waiting at most; callers wait for room beyond it.
+    pub queue_capacity: usize,
+}
+
+struct Request {
+    transfer_id: String,
+    answer: oneshot::Sender<Result<Option<TransferRecord>>>,
+}
+
+/// Handle to the loader task. Cheap to clone.
+#[derive(Clone)]
+pub struct TransferLoader {
+    queue: mpsc::Sender<Request>,
+}
+
+impl TransferLoader {
+    /// Starts the loader on the store's runtime.
+    pub fn start(store: &Store, limits: LoaderLimits) -> TransferLoader {
+        assert!(limits.batch_ids_max > 0 && limits.queue_capacity > 0);
+        let (queue, requests) = mpsc::channel(limits.queue_capacity);
+        store
+            .runtime
+            .spawn(run(store.read_pool.clone(), requests, limits.batch_ids_max));
+        TransferLoader { queue }
+    }
+
+    /// What the switch knows about `transfer_id` (`None`: nothing).
+    pub async fn load(&self, transfer_id: &str) -> Result<Option<TransferRecord>> {
+        let (answer, answered) = oneshot::channel();
+        let request = Request {
+            transfer_id: transfer_id.to_string(),
+            answer,
+        };
+        self.queue
+            .send(request)
+            .await
+            .map_err(|_| StorageError::RuntimeGone)?;
+        answered.await.map_err(|_| StorageError::RuntimeGone)?
+    }
+}
+
+async fn run(pool: sqlx::AnyPool, mut requests: mpsc::Receiver<Request>, batch_ids_max: usize) {
+    let mut batch: Vec<Request> = Vec::with_capacity(batch_ids_max);
+    while let Some(first) = requests.recv().await {
+        batch.push(first);
+        while batch.len() < batch_ids_max {
+            match requests.try_recv() {
+                Ok(request) => batch.push(request),
+                Err(_) => break,
+            }
+        }
+        let ids: Vec<&str> = batch.iter().map(|r| r.transfer_id.as_str()).collect();
+        match known_ids(&pool, &ids).await {
+            Ok(known) => answer(&pool, batch.drain(..), &known),
+            Err(error) => {
+                tracing::error!(%error, ids = batch.len(), "transfer lookup failed");
+                let reason = error.to_string();
+                for request in batch.drain(..) {
+                    let failed = StorageError::Lookup(reason.clone());
+                    let _ = request.answer.send(Err(failed));
+                }
+            }
+        }
+    }
+}
+
+/// Answers unknown ids at once; loads the known ones in full, each on its
+/// own task so that a slow one does not hold up the next batch.
+fn answer(pool: &sqlx::AnyPool, requests: impl Iterator<Item = Request>, known: &HashSet<String>) {
+    for request in requests {
+        if !known.contains(&request.transfer_id) {
+            let _ = request.answer.send(Ok(None));
+            continue;
+        }
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let loaded = load(&pool, request.transfer_id).await;
+            let _ = request.answer.send(loaded);
+        });
+    }
+}
+
+/// Which of `ids` have a transfer row.
+///
+/// The id list is padded (repeating its last id) to a power of two, so the
+/// database sees a handful of statement shapes and its prepared statements
+/// stay cached instead of being prepared afresh for every batch size.
+async fn known_ids(pool: &sqlx::AnyPool, ids: &[&str]) -> Result<HashSet<String>> {
+    let Some(last) = ids.last() else {
+        return Ok(HashSet::new());
+    };
+    let padded = ids.len().next_power_of_two();
+    let placeholders = vec!["?"; padded].join(", ");
+    let sql = format!("SELECT transfer_id FROM transfer WHERE transfer_id IN ({placeholders})");
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for id in ids
+        .iter()
+        .chain(std::iter::repeat_n(last, padded - ids.len()))
+    {
+        query = query.bind(id.to_string());
+    }
+    let rows = query.fetch_all(pool).await?;
+    rows.iter().map(|row| col(row, "transfer_id")).collect()
+}
