@@ -10,6 +10,13 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+
+/// mimalloc instead of the system allocator: the switch allocates many
+/// small, short-lived buffers on several threads, where glibc malloc spent
+/// ~15% of the switch's CPU (in `_int_malloc`, `malloc_consolidate` and
+/// `unlink_chunk`, measured with perf at 1,500 transfers/s).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 use switch_config::Config;
 use switch_http::server;
 

@@ -172,8 +172,14 @@ fn callback_client(idle_per_host: usize) -> CallbackClient {
     connector.set_connect_timeout(Some(Duration::from_secs(CONNECT_TIMEOUT_S)));
     Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(idle_per_host)
+        .pool_idle_timeout(Duration::from_secs(CALLBACK_IDLE_S))
         .build(connector)
 }
+
+/// How long an idle callback connection is kept. Below the keep-alive of
+/// common DFSP servers (Node.js and actix-web close idle connections after
+/// 5 s): a callback sent on a connection the DFSP is closing would fail.
+const CALLBACK_IDLE_S: u64 = 2;
 
 /// Why one delivery attempt did not succeed.
 enum AttemptError {

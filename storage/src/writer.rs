@@ -65,16 +65,50 @@ fn answer_all(requests: impl Iterator<Item = Request>, outcome: impl Fn() -> Res
     }
 }
 
+/// Moves whatever is queued now into `batch`, up to `max`.
+fn take_queued(requests: &mut mpsc::Receiver<Request>, batch: &mut Vec<Request>, max: usize) {
+    while batch.len() < max {
+        match requests.try_recv() {
+            Ok(request) => batch.push(request),
+            Err(_) => break,
+        }
+    }
+}
+
+/// Longest wait for the senders of the previous batch to send again.
+const GATHER_WAIT: std::time::Duration = std::time::Duration::from_micros(500);
+
+/// Under load, waits briefly for as many requests as the previous batch had.
+///
+/// When a batch commits, each position actor that was in it gets its answer
+/// and only then sends its next write; the first to do so would otherwise
+/// start the next transaction alone, and the rest wait a whole transaction
+/// more. Waiting at most [`GATHER_WAIT`] for the previous batch's number of
+/// senders keeps them in one transaction. At low load the previous batch had
+/// one request, so nothing waits.
+async fn gather(requests: &mut mpsc::Receiver<Request>, batch: &mut Vec<Request>, target: usize) {
+    let deadline = tokio::time::Instant::now() + GATHER_WAIT;
+    while batch.len() < target {
+        match tokio::time::timeout_at(deadline, requests.recv()).await {
+            Ok(Some(request)) => {
+                batch.push(request);
+                take_queued(requests, batch, target);
+            }
+            Ok(None) | Err(_) => return,
+        }
+    }
+}
+
 async fn run(pool: sqlx::AnyPool, mut requests: mpsc::Receiver<Request>, batch_writes_max: usize) {
     let mut batch: Vec<Request> = Vec::with_capacity(batch_writes_max);
+    let mut last_writes = 0;
     while let Some(first) = requests.recv().await {
         batch.push(first);
-        while batch.len() < batch_writes_max {
-            match requests.try_recv() {
-                Ok(request) => batch.push(request),
-                Err(_) => break,
-            }
+        take_queued(&mut requests, &mut batch, batch_writes_max);
+        if batch.len() < last_writes.min(batch_writes_max) {
+            gather(&mut requests, &mut batch, last_writes.min(batch_writes_max)).await;
         }
+        last_writes = batch.len();
         let mut merged = LedgerWrite::default();
         for request in &batch {
             merged.append(request.write.clone());

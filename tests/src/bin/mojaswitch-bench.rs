@@ -16,12 +16,21 @@
 //!   answers `PUT /quotes/{id}` with the ILP packet and condition, and the
 //!   payer sends the prepare built from that quote.
 //!
+//! - `--tier transfers --bulk N`: a transaction is `POST /bulkTransfers` of N
+//!   transfers from one payer to one payee. The payee answers the forwarded
+//!   bulk with 202 and then `PUT /bulkTransfers/{id}` COMPLETED with a
+//!   fulfilment per line.
+//!
 //! Either way a transaction counts when its payer receives the switch's
-//! `PUT /transfers/{id}` with COMMITTED. `--skew` sends a share of the
+//! `PUT /transfers/{id}` with COMMITTED (a bulk: `PUT /bulkTransfers/{id}`
+//! COMPLETED with every line committed). `--skew` sends a share of the
 //! transactions from the first payer; `--patch` makes payees answer
 //! RESERVED, so that the switch notifies them by `PATCH /transfers/{id}`.
-//! Afterwards it compares the generator's count with the COMMITTED rows in
-//! the database and runs `mojaswitch check`.
+//! Afterwards it compares the generator's count of committed transfers with
+//! the COMMITTED rows in the database and runs `mojaswitch check`.
+//!
+//! The switch's resident memory (VmRSS) is sampled once a second when its
+//! pid is known (embedded, or `--switch-pid`), to see growth under load.
 //!
 //! Without `--fspiop-url`/`--operator-url` it starts its own switch (the
 //! `mojaswitch` binary next to this one) on a fresh scratch database.
@@ -71,6 +80,12 @@ const QUOTES_CT: &str = "application/vnd.interoperability.quotes+json;version=1.
 const QUOTES_ACCEPT: &str = "application/vnd.interoperability.quotes+json;version=1";
 const PARTICIPANTS_CT: &str = "application/vnd.interoperability.participants+json;version=1.1";
 const PARTICIPANTS_ACCEPT: &str = "application/vnd.interoperability.participants+json;version=1";
+const BULK_CT: &str = "application/vnd.interoperability.bulkTransfers+json;version=1.1";
+const BULK_ACCEPT: &str = "application/vnd.interoperability.bulkTransfers+json;version=1";
+/// The schema's limit on the lines of one bulk transfer.
+const BULK_LINES_MAX: usize = 1000;
+/// One RSS sample per this many seconds goes into the memory series.
+const MEMORY_SERIES_EVERY_S: f64 = 10.0;
 
 /// What one transaction is.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
@@ -91,15 +106,14 @@ impl Tier {
     }
 
     /// The payer's first request of a transaction.
-    fn first_stage(self) -> Stage {
-        match self {
-            Tier::Transfers => Stage::Transfers,
-            Tier::E2e => Stage::Parties,
-        }
+    fn first_stage(self, bulk: bool) -> Stage {
+        self.stages(bulk)[0]
     }
 
-    fn stages(self) -> &'static [Stage] {
+    /// The payer's requests of a transaction, in order (`bulk`: `--bulk` on).
+    fn stages(self, bulk: bool) -> &'static [Stage] {
         match self {
+            Tier::Transfers if bulk => &[Stage::Bulk],
             Tier::Transfers => &[Stage::Transfers],
             Tier::E2e => &Stage::ALL,
         }
@@ -160,6 +174,12 @@ struct Args {
     /// Amount of each transfer.
     #[arg(long, default_value = "1")]
     amount: String,
+    /// Transfers tier: each transaction is a POST /bulkTransfers of this many transfers (0: single transfers; at most 1000).
+    #[arg(long, default_value_t = 0)]
+    bulk: usize,
+    /// Pid of the running switch (with --fspiop-url), to sample its memory and CPU.
+    #[arg(long)]
+    switch_pid: Option<u32>,
     /// Write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -175,6 +195,8 @@ struct Done {
     sent_s: f64,
     done_s: f64,
     latency_us: u64,
+    /// Transfers it committed: 1, or a bulk's lines.
+    transfers: u64,
 }
 
 /// The payer's request a transaction is waiting on: what failures and
@@ -187,9 +209,15 @@ enum Stage {
     Quotes,
     /// POST /transfers, until PUT /transfers.
     Transfers,
+    /// POST /bulkTransfers, until PUT /bulkTransfers (`--bulk`).
+    Bulk,
 }
 
+/// The number of stages, for the per-stage counters.
+const STAGES: usize = 4;
+
 impl Stage {
+    /// The e2e tier's stages.
     const ALL: [Stage; 3] = [Stage::Parties, Stage::Quotes, Stage::Transfers];
 
     fn name(self) -> &'static str {
@@ -197,6 +225,7 @@ impl Stage {
             Stage::Parties => "parties",
             Stage::Quotes => "quotes",
             Stage::Transfers => "transfers",
+            Stage::Bulk => "bulkTransfers",
         }
     }
 
@@ -211,6 +240,7 @@ impl Stage {
             Stage::Parties => (PARTIES_CT, PARTIES_ACCEPT),
             Stage::Quotes => (QUOTES_CT, QUOTES_ACCEPT),
             Stage::Transfers => (TRANSFERS_CT, TRANSFERS_ACCEPT),
+            Stage::Bulk => (BULK_CT, BULK_ACCEPT),
         }
     }
 }
@@ -231,9 +261,14 @@ struct Counters {
     refused: AtomicU64,
     dropped_cap: AtomicU64,
     /// Payer requests per stage (`Stage::index`): sent, answered 202, refused.
-    stage_sent: [AtomicU64; 3],
-    stage_accepted: [AtomicU64; 3],
-    stage_refused: [AtomicU64; 3],
+    stage_sent: [AtomicU64; STAGES],
+    stage_accepted: [AtomicU64; STAGES],
+    stage_refused: [AtomicU64; STAGES],
+    /// `--bulk`: the lines of the results payers received, by outcome, and
+    /// the lines a result left out.
+    lines_committed: AtomicU64,
+    lines_failed: AtomicU64,
+    lines_missing: AtomicU64,
     payee_puts: AtomicU64,
     payee_put_errors: AtomicU64,
     payee_notifications: AtomicU64,
@@ -262,6 +297,10 @@ struct Record {
     payee_errors_by: Mutex<BTreeMap<String, u64>>,
     /// PATCH notifications to payees, by transferState.
     patches_by_state: Mutex<BTreeMap<String, u64>>,
+    /// `--bulk`: lines of payers' results that were not committed, by error code.
+    lines_failed_by: Mutex<BTreeMap<String, u64>>,
+    /// The switch's resident memory.
+    memory: Memory,
 }
 
 impl Record {
@@ -323,8 +362,24 @@ impl Record {
             self.unknown();
             return;
         }
+        self.count_failure(stage, code);
+    }
+
+    /// Counts a failure of a transaction already finished.
+    fn count_failure(&self, stage: Stage, code: String) {
         self.counters.failed.fetch_add(1, Ordering::Relaxed);
         Record::bump_stage(&self.failed_by, stage, code);
+    }
+
+    /// Counts a transaction committed, with its latency.
+    fn count_commit(&self, flight: &Flight, at: Instant, transfers: u64) {
+        self.counters.committed.fetch_add(1, Ordering::Relaxed);
+        lock(&self.done).push(Done {
+            sent_s: (flight.sent - self.start).as_secs_f64(),
+            done_s: (at - self.start).as_secs_f64(),
+            latency_us: (at - flight.sent).as_micros() as u64,
+            transfers,
+        });
     }
 
     /// e2e: a lookup the payer is about to send.
@@ -360,14 +415,116 @@ impl Record {
     }
 }
 
+// ------------------------------------------------------- the switch's memory
+
+/// The switch's resident memory, sampled once a second by the progress
+/// task, so that growth under steady load shows (a leak per transaction
+/// grows with the count, a cache levels off).
+struct Memory {
+    /// None: the switch's process is unknown (a running switch without
+    /// `--switch-pid`), nothing is sampled.
+    pid: Option<u32>,
+    /// (seconds since the scheduler start, KiB), in time order.
+    samples: Mutex<Vec<(f64, u64)>>,
+}
+
+impl Memory {
+    fn new(pid: Option<u32>) -> Memory {
+        Memory {
+            pid,
+            samples: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Takes a sample at `t`: the RSS in KiB, or None if there is no process.
+    fn sample(&self, t: f64) -> Option<u64> {
+        let kib = rss_kib(self.pid?)?;
+        lock(&self.samples).push((t, kib));
+        Some(kib)
+    }
+}
+
+/// VmRSS of a process in KiB, from /proc/{pid}/status (Linux only).
+fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    // "VmRSS:\t   12345 kB"
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn mib(kib: u64) -> f64 {
+    kib as f64 / 1024.0
+}
+
+/// Least-squares slope of (seconds, MiB) points, in MiB per second; None
+/// with fewer than two distinct times.
+fn slope_per_s(points: &[(f64, f64)]) -> Option<f64> {
+    let n = points.len() as f64;
+    if points.len() < 2 {
+        return None;
+    }
+    let mean_t = points.iter().map(|p| p.0).sum::<f64>() / n;
+    let mean_y = points.iter().map(|p| p.1).sum::<f64>() / n;
+    let sxx: f64 = points.iter().map(|p| (p.0 - mean_t).powi(2)).sum();
+    let sxy: f64 = points.iter().map(|p| (p.0 - mean_t) * (p.1 - mean_y)).sum();
+    (sxx > 0.0).then(|| sxy / sxx)
+}
+
+/// The `memory` object of the result: RSS at the start and end of the
+/// steady window [`from`, `to`] (seconds since the scheduler start), the
+/// max over the run, one sample per 10 s of the window, and the growth as
+/// a slope and per 1,000 transactions (and transfers) completed in it.
+fn memory_report(memory: &Memory, from: f64, to: f64, transactions: u64, transfers: u64) -> Value {
+    let samples = lock(&memory.samples).clone();
+    let Some(pid) = memory.pid.filter(|_| !samples.is_empty()) else {
+        return json!({"sampled": false, "pid": memory.pid});
+    };
+    // Samples are taken at whole seconds; allow for float noise at the edges.
+    let steady: Vec<(f64, f64)> = samples
+        .iter()
+        .filter(|(t, _)| *t >= from - 1e-6 && *t <= to + 1e-6)
+        .map(|(t, kib)| (*t, mib(*kib)))
+        .collect();
+    let start = steady.first().copied();
+    let end = steady.last().copied();
+    let growth = start.zip(end).map(|(a, b)| b.1 - a.1);
+    let per_1000 = |n: u64| growth.filter(|_| n > 0).map(|g| g * 1000.0 / n as f64);
+    let mut next_t = start.map(|s| s.0).unwrap_or(0.0);
+    let mut series = Vec::new();
+    for (t, m) in &steady {
+        if *t >= next_t - 1e-6 {
+            series.push(json!({"t_s": t - from, "rss_mib": m}));
+            next_t += MEMORY_SERIES_EVERY_S;
+        }
+    }
+    json!({
+        "sampled": true,
+        "pid": pid,
+        "interval_s": 1,
+        "samples": samples.len(),
+        "run_start_mib": mib(samples[0].1),
+        "steady_start_mib": start.map(|s| s.1),
+        "steady_end_mib": end.map(|s| s.1),
+        "max_mib": samples.iter().map(|s| s.1).max().map(mib),
+        "series_every_10s": series,
+        "slope_mib_per_min": slope_per_s(&steady).map(|s| s * 60.0),
+        "growth_steady_mib": growth,
+        "growth_mib_per_1000_transactions": per_1000(transactions),
+        "growth_mib_per_1000_transfers": per_1000(transfers),
+    })
+}
+
 // ---------------------------------------------------------- the HTTP client
 
 type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Full<bytes::Bytes>>;
 
+/// Idle connections are dropped before the switch's keep-alive (actix-web
+/// closes after 5 s) can close them: a request sent on a connection the
+/// server is closing got a 408 or a reset (seen at 3,000/s).
 fn http_client() -> HttpClient {
     Client::builder(TokioExecutor::new())
         .pool_max_idle_per_host(512)
-        .pool_idle_timeout(Duration::from_secs(30))
+        .pool_idle_timeout(Duration::from_secs(2))
         .build_http()
 }
 
@@ -434,6 +591,8 @@ struct Sim {
     patch: bool,
     /// The amount payers ask quotes for (e2e).
     amount: String,
+    /// `--bulk`: the lines of each bulk (0: single transfers).
+    bulk_lines: u64,
     /// Batch registration answers, by requestId (read by provisioning).
     registrations: Mutex<HashMap<String, Value>>,
 }
@@ -483,6 +642,7 @@ async fn handle(req: HttpRequest, body: web::Bytes, sim: web::Data<Arc<Sim>>) ->
         "parties" => on_parties(&sim, &call),
         "quotes" => on_quotes(&sim, &call),
         "participants" => on_participants(&sim, &call),
+        "bulkTransfers" => on_bulk(&sim, &call),
         _ => None,
     };
     answer.unwrap_or_else(|| {
@@ -546,12 +706,85 @@ fn on_transfer_result(sim: &Sim, id: &str, error: bool, json: &Value) {
         record.unknown();
         return;
     };
-    record.counters.committed.fetch_add(1, Ordering::Relaxed);
-    lock(&record.done).push(Done {
-        sent_s: (flight.sent - record.start).as_secs_f64(),
-        done_s: (at - record.start).as_secs_f64(),
-        latency_us: (at - flight.sent).as_micros() as u64,
-    });
+    record.count_commit(&flight, at, 1);
+}
+
+/// `/bulkTransfers`: bulks to payees, results to payers, and the results a
+/// payee gets when the switch did not commit a line it fulfilled.
+fn on_bulk(sim: &Arc<Sim>, call: &Call) -> Option<HttpResponse> {
+    let payee = sim.payees.contains(&call.dfsp);
+    let payer = sim.payers.contains(&call.dfsp);
+    match (call.method, call.rest.first()) {
+        ("POST", None) if payee => {
+            let runtime = sim.runtime.clone();
+            runtime.spawn(fulfil_bulk(sim.clone(), call.dfsp.clone(), call.json()));
+            Some(HttpResponse::Accepted().finish())
+        }
+        ("PUT", Some(id)) if payer => {
+            on_bulk_result(sim, id, call.error, &call.json());
+            Some(HttpResponse::Ok().finish())
+        }
+        ("PUT", Some(_)) => {
+            sim.record
+                .counters
+                .payee_notifications
+                .fetch_add(1, Ordering::Relaxed);
+            Some(HttpResponse::Ok().finish())
+        }
+        _ => None,
+    }
+}
+
+/// The payer's PUT /bulkTransfers/{id} (or /error): the end of a bulk. It
+/// counts as committed when COMPLETED with every line committed; its lines
+/// are counted by outcome whatever the bulk's state.
+fn on_bulk_result(sim: &Sim, id: &str, error: bool, json: &Value) {
+    let at = Instant::now();
+    let record = &sim.record;
+    if error {
+        record.fail(id, Stage::Bulk, error_code(json));
+        return;
+    }
+    // Only the awaited bulk's lines count, once: a repeated PUT is unknown.
+    let Some(flight) = record.finish(id) else {
+        record.unknown();
+        return;
+    };
+    let committed = count_lines(record, json, sim.bulk_lines);
+    let state = json["bulkTransferState"].as_str().unwrap_or("");
+    if state != "COMPLETED" {
+        record.count_failure(Stage::Bulk, format!("state {state}"));
+    } else if committed < sim.bulk_lines {
+        record.count_failure(Stage::Bulk, "COMPLETED with lines not committed".into());
+    } else {
+        record.count_commit(&flight, at, committed);
+    }
+}
+
+/// Counts the lines of a bulk's results: committed (a fulfilment), failed
+/// (by error code), missing (no entry). Returns the committed ones.
+fn count_lines(record: &Record, json: &Value, lines: u64) -> u64 {
+    let entries = json["individualTransferResults"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    let c = &record.counters;
+    let mut committed = 0;
+    for entry in entries.iter().take(BULK_LINES_MAX) {
+        if entry.get("fulfilment").is_some() {
+            committed += 1;
+            continue;
+        }
+        let code = entry["errorInformation"]["errorCode"]
+            .as_str()
+            .unwrap_or("no fulfilment, no error");
+        c.lines_failed.fetch_add(1, Ordering::Relaxed);
+        Record::bump(&record.lines_failed_by, code.to_string());
+    }
+    c.lines_committed.fetch_add(committed, Ordering::Relaxed);
+    let missing = lines.saturating_sub(entries.len() as u64);
+    c.lines_missing.fetch_add(missing, Ordering::Relaxed);
+    committed
 }
 
 /// `/parties/{type}/{id}`: lookups to payees, their answers to payers.
@@ -693,6 +926,35 @@ async fn fulfil(sim: Arc<Sim>, payee: String, prepare: Value) {
     });
     let path = format!("/transfers/{id}");
     payee_put(&sim, Stage::Transfers, &path, &payee, payer, body).await;
+}
+
+/// The payee's answer to a bulk: PUT /bulkTransfers/{id} COMPLETED with the
+/// fulfilment of each line's condition (the switch reads only the lines).
+async fn fulfil_bulk(sim: Arc<Sim>, payee: String, bulk: Value) {
+    let id = bulk["bulkTransferId"].as_str().unwrap_or("");
+    let payer = bulk["payerFsp"].as_str().unwrap_or("");
+    let lines = bulk["individualTransfers"]
+        .as_array()
+        .map(Vec::as_slice)
+        .unwrap_or(&[]);
+    let results: Vec<Value> = lines
+        .iter()
+        .take(BULK_LINES_MAX)
+        .map(|line| {
+            let packet = line["ilpPacket"].as_str().unwrap_or("");
+            json!({
+                "transferId": line["transferId"],
+                "fulfilment": ilp::fulfilment_for(SECRET, packet),
+            })
+        })
+        .collect();
+    let body = json!({
+        "bulkTransferState": "COMPLETED",
+        "completedTimestamp": iso_in(0),
+        "individualTransferResults": results,
+    });
+    let path = format!("/bulkTransfers/{id}");
+    payee_put(&sim, Stage::Bulk, &path, &payee, payer, body).await;
 }
 
 /// The payee's answer to a lookup: the party, as its FSP knows it.
@@ -850,9 +1112,9 @@ fn prepare_body(
     body.to_string().into_bytes()
 }
 
-/// The transfers tier's prepare: the payer makes up the transaction itself.
-fn prepare(id: &str, payer: &str, payee: &str, amount: &str) -> Prepare {
-    let amount = json!({"amount": amount, "currency": CURRENCY});
+/// The ILP packet and condition of a transaction the payer makes up itself
+/// (transfers tier, no quote).
+fn made_up_ilp(payer: &str, payee: &str, amount: &Value) -> (String, String) {
     let transaction = json!({
         "transactionId": uuid::Uuid::new_v4().to_string(),
         "quoteId": uuid::Uuid::new_v4().to_string(),
@@ -861,15 +1123,50 @@ fn prepare(id: &str, payer: &str, payee: &str, amount: &str) -> Prepare {
         "amount": amount,
         "transactionType": {"scenario": "TRANSFER", "initiator": "PAYER", "initiatorType": "CONSUMER"},
     });
-    let (packet, condition) = ilp_for(
+    ilp_for(
         payee,
         switch_tests::dfsp::PAYEE_MSISDN,
         amount["amount"].as_str().unwrap_or("0"),
         &transaction,
-    );
+    )
+}
+
+/// The transfers tier's prepare: the payer makes up the transaction itself.
+fn prepare(id: &str, payer: &str, payee: &str, amount: &str) -> Prepare {
+    let amount = json!({"amount": amount, "currency": CURRENCY});
+    let (packet, condition) = made_up_ilp(payer, payee, &amount);
     Prepare {
         id: id.to_string(),
         body: prepare_body(id, payer, payee, &amount, &packet, &condition),
+    }
+}
+
+/// `--bulk`: a bulk of `lines` transfers, each with its own transaction,
+/// ILP packet and condition, as `tests/tests/bulk.rs` builds them.
+fn bulk_prepare(id: &str, payer: &str, payee: &str, amount: &str, lines: usize) -> Prepare {
+    let amount = json!({"amount": amount, "currency": CURRENCY});
+    let individual: Vec<Value> = (0..lines.min(BULK_LINES_MAX))
+        .map(|_| {
+            let (packet, condition) = made_up_ilp(payer, payee, &amount);
+            json!({
+                "transferId": uuid::Uuid::new_v4().to_string(),
+                "transferAmount": amount,
+                "ilpPacket": packet,
+                "condition": condition,
+            })
+        })
+        .collect();
+    let body = json!({
+        "bulkTransferId": id,
+        "bulkQuoteId": uuid::Uuid::new_v4().to_string(),
+        "payerFsp": payer,
+        "payeeFsp": payee,
+        "individualTransfers": individual,
+        "expiration": iso_in(EXPIRES_IN_S),
+    });
+    Prepare {
+        id: id.to_string(),
+        body: body.to_string().into_bytes(),
     }
 }
 
@@ -926,6 +1223,22 @@ async fn send_prepare(sim: Arc<Sim>, payer: String, payee: String, p: Prepare) {
         id: p.id,
         method: hyper::Method::POST,
         path: "/transfers".into(),
+        payer,
+        payee: Some(payee),
+        body: p.body,
+    };
+    payer_request(&sim, ask).await;
+}
+
+/// `--bulk`: builds the bulk here rather than in the scheduler, so that a
+/// large bulk does not hold up the 1 ms tick.
+async fn send_bulk(sim: Arc<Sim>, payer: String, payee: String, id: String, amount: String) {
+    let p = bulk_prepare(&id, &payer, &payee, &amount, sim.bulk_lines as usize);
+    let ask = Ask {
+        stage: Stage::Bulk,
+        id: p.id,
+        method: hyper::Method::POST,
+        path: "/bulkTransfers".into(),
         payer,
         payee: Some(payee),
         body: p.body,
@@ -1175,6 +1488,7 @@ async fn provision(
     names: &[String],
     sim_base: &str,
     tier: Tier,
+    bulk: bool,
 ) -> anyhow::Result<()> {
     for kind in ["HUB_MULTILATERAL_SETTLEMENT", "HUB_RECONCILIATION"] {
         let (status, body) = operator_post(
@@ -1263,7 +1577,7 @@ async fn provision(
         )
         .await?;
         let base = format!("{sim_base}/{name}");
-        for (kind, value) in endpoints(&base, tier) {
+        for (kind, value) in endpoints(&base, tier, bulk) {
             expect(
                 &format!("endpoint {kind} of {name}"),
                 201,
@@ -1282,8 +1596,9 @@ async fn provision(
 
 /// The callback endpoints of a DFSP whose simulator path is `base`. The e2e
 /// tier adds lookup (payees are asked, payers answered), quotes (a base URL:
-/// the switch appends the path) and batch registration answers.
-fn endpoints(base: &str, tier: Tier) -> Vec<(&'static str, String)> {
+/// the switch appends the path) and batch registration answers; `--bulk`
+/// adds the bulk transfer endpoints (the bulk's id is `{{id}}`).
+fn endpoints(base: &str, tier: Tier, bulk: bool) -> Vec<(&'static str, String)> {
     let party = format!("{base}/parties/{{{{partyIdType}}}}/{{{{partyIdentifier}}}}");
     let batch = format!("{base}/participants/{{{{requestId}}}}");
     let mut list = vec![
@@ -1313,6 +1628,22 @@ fn endpoints(base: &str, tier: Tier) -> Vec<(&'static str, String)> {
             (
                 "FSPIOP_CALLBACK_URL_PARTICIPANT_BATCH_PUT_ERROR",
                 format!("{batch}/error"),
+            ),
+        ]);
+    }
+    if bulk {
+        list.extend([
+            (
+                "FSPIOP_CALLBACK_URL_BULK_TRANSFER_POST",
+                format!("{base}/bulkTransfers"),
+            ),
+            (
+                "FSPIOP_CALLBACK_URL_BULK_TRANSFER_PUT",
+                format!("{base}/bulkTransfers/{{{{id}}}}"),
+            ),
+            (
+                "FSPIOP_CALLBACK_URL_BULK_TRANSFER_ERROR",
+                format!("{base}/bulkTransfers/{{{{id}}}}/error"),
             ),
         ]);
     }
@@ -1414,7 +1745,7 @@ fn main() -> anyhow::Result<()> {
     std::process::exit(code);
 }
 
-async fn run(args: Args) -> anyhow::Result<i32> {
+fn check_args(args: &Args) -> anyhow::Result<()> {
     anyhow::ensure!(args.rate > 0.0, "--rate must be positive");
     anyhow::ensure!(
         args.steady_s > 0.0 && args.ramp_s >= 0.0,
@@ -1429,6 +1760,31 @@ async fn run(args: Args) -> anyhow::Result<i32> {
         (1..=PARTIES_PER_PAYEE_MAX).contains(&args.parties_per_payee),
         "--parties-per-payee must be 1 to {PARTIES_PER_PAYEE_MAX}"
     );
+    anyhow::ensure!(
+        args.bulk <= BULK_LINES_MAX,
+        "--bulk must be 0 (off) to {BULK_LINES_MAX} lines"
+    );
+    // A bulk is fulfilled for all lines at once: no lookups, no RESERVED.
+    anyhow::ensure!(
+        args.bulk == 0 || (args.tier == Tier::Transfers && !args.patch),
+        "--bulk is for the transfers tier, without --patch"
+    );
+    if let Some(pid) = args.switch_pid {
+        anyhow::ensure!(
+            args.fspiop_url.is_some(),
+            "--switch-pid is for a running switch (--fspiop-url); the embedded one is known"
+        );
+        anyhow::ensure!(
+            rss_kib(pid).is_some(),
+            "--switch-pid {pid}: no VmRSS in /proc/{pid}/status"
+        );
+    }
+    Ok(())
+}
+
+async fn run(args: Args) -> anyhow::Result<i32> {
+    check_args(&args)?;
+    let bulk = args.bulk > 0;
     let client = reqwest::Client::builder().timeout(HTTP_TIMEOUT).build()?;
     let bin = match &args.switch_bin {
         Some(path) => path.clone(),
@@ -1495,6 +1851,11 @@ async fn run(args: Args) -> anyhow::Result<i32> {
         Tier::E2e => party_pools(&run_tag, payees.len(), args.parties_per_payee),
         Tier::Transfers => Vec::new(),
     };
+    // Memory (and CPU) of the switch: the embedded one, or the one named.
+    let switch_pid = embedded
+        .as_ref()
+        .map(|e: &Embedded| e.child.id())
+        .or(args.switch_pid);
 
     let record = Arc::new(Record {
         start: Instant::now(),
@@ -1506,6 +1867,8 @@ async fn run(args: Args) -> anyhow::Result<i32> {
         refused_by: Mutex::new(BTreeMap::new()),
         payee_errors_by: Mutex::new(BTreeMap::new()),
         patches_by_state: Mutex::new(BTreeMap::new()),
+        lines_failed_by: Mutex::new(BTreeMap::new()),
+        memory: Memory::new(switch_pid),
     });
     let sim = Arc::new(Sim {
         record: record.clone(),
@@ -1516,6 +1879,7 @@ async fn run(args: Args) -> anyhow::Result<i32> {
         runtime: tokio::runtime::Handle::current(),
         patch: args.patch,
         amount: args.amount.clone(),
+        bulk_lines: args.bulk as u64,
         registrations: Mutex::new(HashMap::new()),
     });
     let (sim_port, sim_server) = start_simulator(sim.clone());
@@ -1530,6 +1894,7 @@ async fn run(args: Args) -> anyhow::Result<i32> {
         &all,
         &format!("http://127.0.0.1:{sim_port}"),
         args.tier,
+        bulk,
     )
     .await?;
     if args.tier == Tier::E2e {
@@ -1544,53 +1909,26 @@ async fn run(args: Args) -> anyhow::Result<i32> {
     let offset = record.now_s();
     let total = args.ramp_s + args.steady_s;
     eprintln!(
-        "running tier {}: {} tr/s, ramp {} s, steady {} s, cap {} in flight, skew {}%, patch {}",
+        "running tier {}: {} tr/s, ramp {} s, steady {} s, cap {} in flight, skew {}%, patch {}, bulk {}",
         args.tier.name(),
         args.rate,
         args.ramp_s,
         args.steady_s,
         args.max_in_flight,
         args.skew,
-        args.patch
+        args.patch,
+        args.bulk
     );
-    let progress = {
-        let record = record.clone();
-        let rate = args.rate;
-        let ramp = args.ramp_s;
-        tokio::spawn(async move {
-            let mut last = (0u64, 0u64, 0u64);
-            let max_ticks = (total + GRACE.as_secs_f64() + 5.0) as u64 + 1;
-            for second in 1..=max_ticks {
-                tokio::time::sleep_until(
-                    tokio::time::Instant::from_std(record.start)
-                        + Duration::from_secs_f64(offset + second as f64),
-                )
-                .await;
-                let c = &record.counters;
-                let sent = c.sent.load(Ordering::Relaxed);
-                let committed = c.committed.load(Ordering::Relaxed);
-                let errors = c.failed.load(Ordering::Relaxed)
-                    + c.refused.load(Ordering::Relaxed)
-                    + c.dropped_cap.load(Ordering::Relaxed);
-                let target = if (second as f64) < ramp {
-                    rate * second as f64 / ramp
-                } else if (second as f64) <= total {
-                    rate
-                } else {
-                    0.0
-                };
-                eprintln!(
-                    "[{second:>3}s] target {target:>7.0}/s  offered {:>6}/s  committed {:>6}/s  in flight {:>6}  errors {:>6} (+{})",
-                    sent - last.0,
-                    committed - last.1,
-                    lock(&record.in_flight).len(),
-                    errors,
-                    errors - last.2,
-                );
-                last = (sent, committed, errors);
-            }
-        })
-    };
+    // The switch's memory as the run starts: the first sample.
+    record.memory.sample(0.0);
+    let progress = tokio::spawn(report_progress(
+        record.clone(),
+        args.rate,
+        args.ramp_s,
+        total,
+        offset,
+        bulk,
+    ));
 
     // The scheduler: open model, bounded by time and count.
     let mut issued: u64 = 0;
@@ -1599,7 +1937,6 @@ async fn run(args: Args) -> anyhow::Result<i32> {
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     let max_ticks = (total / TICK.as_secs_f64()) as u64 * 4 + 1000;
     let amount = args.amount.clone();
-    let switch_pid = embedded.as_ref().map(|e: &Embedded| e.child.id());
     let db_pids = database_pids();
     let mut cpu_at_steady: Option<CpuSample> = None;
     let mut cpu_at_end: Option<CpuSample> = None;
@@ -1618,12 +1955,16 @@ async fn run(args: Args) -> anyhow::Result<i32> {
             record.counters.sent.fetch_add(1, Ordering::Relaxed);
             let pick = picker.next();
             let id = uuid::Uuid::new_v4().to_string();
-            if !record.admit(&id, args.tier.first_stage(), args.max_in_flight) {
+            if !record.admit(&id, args.tier.first_stage(bulk), args.max_in_flight) {
                 record.counters.dropped_cap.fetch_add(1, Ordering::Relaxed);
                 continue;
             }
             let payer = payers[pick.payer].clone();
             match args.tier {
+                Tier::Transfers if bulk => {
+                    let payee = payees[pick.payee].clone();
+                    tokio::spawn(send_bulk(sim.clone(), payer, payee, id, amount.clone()));
+                }
                 Tier::Transfers => {
                     let payee = payees[pick.payee].clone();
                     let p = prepare(&id, &payer, &payee, &amount);
@@ -1656,14 +1997,16 @@ async fn run(args: Args) -> anyhow::Result<i32> {
     // Results.
     let c = &record.counters;
     let unfinished = lock(&record.in_flight).len() as u64;
-    let stages = stage_counts(c, args.tier);
+    let stages = stage_counts(c, args.tier.stages(bulk));
     let unanswered = |stage: &str| stages[stage]["unanswered"].as_u64().unwrap_or(0);
     let requests_unanswered: u64 = args
         .tier
-        .stages()
+        .stages(bulk)
         .iter()
         .map(|s| unanswered(s.name()))
         .sum();
+    // The request that prepares: POST /transfers, or POST /bulkTransfers.
+    let prepare_stage = if bulk { Stage::Bulk } else { Stage::Transfers };
     let failed_by = lock(&record.failed_by).clone();
     let refused_by = lock(&record.refused_by).clone();
     let steady_from = args.ramp_s;
@@ -1678,13 +2021,15 @@ async fn run(args: Args) -> anyhow::Result<i32> {
         .map(|d| d.latency_us)
         .collect();
     steady_latencies.sort_unstable();
-    let completed_in_window = done
+    let in_window: Vec<&Done> = done
         .iter()
         .filter(|d| {
             let s = d.done_s - offset;
             s >= steady_from && s < steady_to
         })
-        .count() as u64;
+        .collect();
+    let completed_in_window = in_window.len() as u64;
+    let transfers_in_window: u64 = in_window.iter().map(|d| d.transfers).sum();
     let late = done
         .iter()
         .filter(|d| d.done_s - offset >= steady_to)
@@ -1703,6 +2048,7 @@ async fn run(args: Args) -> anyhow::Result<i32> {
             "max_in_flight": args.max_in_flight, "amount": args.amount,
             "switch_env": args.switch_env,
             "tier": args.tier.name(), "skew_percent": args.skew, "patch": args.patch,
+            "bulk": args.bulk, "switch_pid": switch_pid,
             "parties_per_payee": (args.tier == Tier::E2e).then_some(args.parties_per_payee),
             "transactions_by_payer": payers.iter().cloned().zip(picker.by_payer.iter().copied()).collect::<BTreeMap<String, u64>>(),
         },
@@ -1716,7 +2062,7 @@ async fn run(args: Args) -> anyhow::Result<i32> {
         "counts": {
             "scheduled": c.sent.load(Ordering::Relaxed),
             "sent": c.sent.load(Ordering::Relaxed) - c.dropped_cap.load(Ordering::Relaxed),
-            "accepted_202": c.stage_accepted[args.tier.first_stage().index()].load(Ordering::Relaxed),
+            "accepted_202": c.stage_accepted[args.tier.first_stage(bulk).index()].load(Ordering::Relaxed),
             "committed": committed,
             "failed": c.failed.load(Ordering::Relaxed),
             "failed_by_code": by_code(&failed_by),
@@ -1726,7 +2072,7 @@ async fn run(args: Args) -> anyhow::Result<i32> {
             "refused_by": by_code(&refused_by),
             "refused_by_stage": refused_by,
             "stages": stages,
-            "prepare_unanswered": unanswered(Stage::Transfers.name()),
+            "prepare_unanswered": unanswered(prepare_stage.name()),
             "requests_unanswered": requests_unanswered,
             "late_after_window": late,
             "unfinished": unfinished,
@@ -1740,6 +2086,20 @@ async fn run(args: Args) -> anyhow::Result<i32> {
             "unknown_callbacks": c.unknown_callbacks.load(Ordering::Relaxed),
         },
     });
+    let window = Window {
+        offered: offered_in_window,
+        achieved,
+        steady_s: args.steady_s,
+        transfers: transfers_in_window,
+    };
+    result["bulk"] = bulk_report(&record, args.bulk, &window);
+    result["memory"] = memory_report(
+        &record.memory,
+        steady_from,
+        steady_to,
+        completed_in_window,
+        transfers_in_window,
+    );
     sim_server.stop(false).await;
 
     // The books.
@@ -1767,15 +2127,23 @@ async fn run(args: Args) -> anyhow::Result<i32> {
             ),
             Err(e) => (false, format!("could not run {} check: {e}", bin.display())),
         };
-        let matches = db_committed == Some(committed);
+        // Transfers the payers heard committed: with --bulk, the committed
+        // lines (N x committed bulks, plus those of bulks with failed lines).
+        let heard = match bulk {
+            true => c.lines_committed.load(Ordering::Relaxed),
+            false => committed,
+        };
+        let matches = db_committed == Some(heard);
         books_ok = matches && check_ok;
         books = json!({
             "checked": true,
             "run_tag": run_tag,
             "db_committed": db_committed,
-            "generator_committed": committed,
+            "generator_committed": heard,
+            "generator_committed_bulks": bulk.then_some(committed),
+            "lines_per_bulk_times_committed_bulks": bulk.then_some(committed * args.bulk as u64),
             "counts_match": matches,
-            "committed_without_callback_in_time": db_committed.map(|d| d as i64 - committed as i64),
+            "committed_without_callback_in_time": db_committed.map(|d| d as i64 - heard as i64),
             "ledger_check_passed": check_ok,
             "switch_stopped_cleanly": clean_stop,
             "ledger_check_report": report.trim(),
@@ -1791,9 +2159,12 @@ async fn run(args: Args) -> anyhow::Result<i32> {
                 None
             }
         };
+        // ms_per_commit is per transaction (a bulk with --bulk), ms_per_transfer per line.
+        let per_line =
+            |cpu: f64| (transfers_in_window > 0).then(|| cpu * 1000.0 / transfers_in_window as f64);
         let piece = |x: Option<f64>, y: Option<f64>| match (x, y) {
             (Some(x), Some(y)) => {
-                json!({"cores": (y - x) / wall, "ms_per_commit": per_transfer(y - x)})
+                json!({"cores": (y - x) / wall, "ms_per_commit": per_transfer(y - x), "ms_per_transfer": per_line(y - x)})
             }
             _ => Value::Null,
         };
@@ -1812,12 +2183,14 @@ async fn run(args: Args) -> anyhow::Result<i32> {
     println!("{text}");
     let n = |key: &str| result["counts"][key].as_u64().unwrap_or(0);
     eprintln!(
-        "tier {} skew {}% patch {}: offered {:.0}/s achieved {:.0}/s  p50 {} p95 {} p99 {} max {} ms  committed {} failed {} dropped {} refused {} unanswered {} unfinished {}{}  books {}",
+        "tier {} skew {}% patch {}{}: offered {:.0}/s achieved {:.0}/s{}  p50 {} p95 {} p99 {} max {} ms  committed {} failed {} dropped {} refused {} unanswered {} unfinished {}{}{}  {}  books {}",
         args.tier.name(),
         args.skew,
         if args.patch { "on" } else { "off" },
+        if bulk { format!(" bulk {}", args.bulk) } else { String::new() },
         offered_in_window,
         achieved,
+        bulk_rates_summary(&result["bulk"]),
         fmt_ms(lat(50.0)),
         fmt_ms(lat(95.0)),
         fmt_ms(lat(99.0)),
@@ -1833,6 +2206,8 @@ async fn run(args: Args) -> anyhow::Result<i32> {
         } else {
             String::new()
         },
+        bulk_lines_summary(&result["bulk"]),
+        memory_summary(&result["memory"]),
         if result["books"]["checked"] == true {
             if books_ok { "OK" } else { "DO NOT BALANCE" }
         } else {
@@ -1847,10 +2222,142 @@ async fn run(args: Args) -> anyhow::Result<i32> {
     Ok(if books_ok { 0 } else { 2 })
 }
 
-/// Payer requests of the tier's stages: sent, answered 202, refused, neither.
-fn stage_counts(c: &Counters, tier: Tier) -> Value {
+/// Once a second until aborted (at most through the grace period): the
+/// switch's RSS sample, and a progress line on stderr.
+async fn report_progress(
+    record: Arc<Record>,
+    rate: f64,
+    ramp: f64,
+    total: f64,
+    offset: f64,
+    bulk: bool,
+) {
+    let mut last = (0u64, 0u64, 0u64, 0u64);
+    let max_ticks = (total + GRACE.as_secs_f64() + 5.0) as u64 + 1;
+    for second in 1..=max_ticks {
+        tokio::time::sleep_until(
+            tokio::time::Instant::from_std(record.start)
+                + Duration::from_secs_f64(offset + second as f64),
+        )
+        .await;
+        let rss = record.memory.sample(second as f64);
+        let c = &record.counters;
+        let sent = c.sent.load(Ordering::Relaxed);
+        let committed = c.committed.load(Ordering::Relaxed);
+        let lines = c.lines_committed.load(Ordering::Relaxed);
+        let errors = c.failed.load(Ordering::Relaxed)
+            + c.refused.load(Ordering::Relaxed)
+            + c.dropped_cap.load(Ordering::Relaxed);
+        let target = if (second as f64) < ramp {
+            rate * second as f64 / ramp
+        } else if (second as f64) <= total {
+            rate
+        } else {
+            0.0
+        };
+        let transfers = match bulk {
+            true => format!("  transfers {:>6}/s", lines - last.3),
+            false => String::new(),
+        };
+        eprintln!(
+            "[{second:>3}s] target {target:>7.0}/s  offered {:>6}/s  committed {:>6}/s{transfers}  in flight {:>6}  errors {:>6} (+{})  rss {} MiB",
+            sent - last.0,
+            committed - last.1,
+            lock(&record.in_flight).len(),
+            errors,
+            errors - last.2,
+            fmt_mib(rss.map(mib)),
+        );
+        last = (sent, committed, errors, lines);
+    }
+}
+
+/// The steady window's rates, for the bulk report.
+struct Window {
+    /// Transactions offered and completed per second.
+    offered: f64,
+    achieved: f64,
+    steady_s: f64,
+    /// Transfers committed by the transactions completed in the window.
+    transfers: u64,
+}
+
+/// `--bulk`: rates in bulks and in transfers, and every line's outcome as
+/// the payers heard it (null without `--bulk`).
+fn bulk_report(record: &Record, lines: usize, window: &Window) -> Value {
+    if lines == 0 {
+        return Value::Null;
+    }
+    let c = &record.counters;
+    json!({
+        "lines_per_bulk": lines,
+        "offered_bulks_per_s": window.offered,
+        "achieved_bulks_per_s": window.achieved,
+        "offered_transfers_per_s": window.offered * lines as f64,
+        "achieved_transfers_per_s": window.transfers as f64 / window.steady_s,
+        "bulks_committed": c.committed.load(Ordering::Relaxed),
+        "bulks_failed": c.failed.load(Ordering::Relaxed),
+        "lines": {
+            "committed": c.lines_committed.load(Ordering::Relaxed),
+            "failed": c.lines_failed.load(Ordering::Relaxed),
+            "failed_by_code": *lock(&record.lines_failed_by),
+            "missing_from_results": c.lines_missing.load(Ordering::Relaxed),
+        },
+    })
+}
+
+/// `--bulk`, for the final line: the rates in transfers (the line's own
+/// rates are bulks).
+fn bulk_rates_summary(bulk: &Value) -> String {
+    if bulk.is_null() {
+        return String::new();
+    }
+    let rate = |key: &str| bulk[key].as_f64().unwrap_or(0.0);
+    format!(
+        " bulks ({:.0}/s offered, {:.0}/s achieved transfers)",
+        rate("offered_transfers_per_s"),
+        rate("achieved_transfers_per_s")
+    )
+}
+
+/// `--bulk`, for the final line: the lines' outcomes as the payers heard them.
+fn bulk_lines_summary(bulk: &Value) -> String {
+    if bulk.is_null() {
+        return String::new();
+    }
+    let n = |key: &str| bulk["lines"][key].as_u64().unwrap_or(0);
+    format!(
+        "  lines committed {} failed {} missing {}",
+        n("committed"),
+        n("failed"),
+        n("missing_from_results")
+    )
+}
+
+/// The switch's memory, for the final line.
+fn memory_summary(memory: &Value) -> String {
+    if memory["sampled"] != true {
+        return "rss not sampled (switch pid unknown: --switch-pid)".into();
+    }
+    let v = |key: &str| memory[key].as_f64();
+    format!(
+        "rss steady {} -> {} MiB (max {}, {} MiB/min, {} MiB per 1000 tx)",
+        fmt_mib(v("steady_start_mib")),
+        fmt_mib(v("steady_end_mib")),
+        fmt_mib(v("max_mib")),
+        v("slope_mib_per_min")
+            .map(|x| format!("{x:+.2}"))
+            .unwrap_or_else(|| "-".into()),
+        v("growth_mib_per_1000_transactions")
+            .map(|x| format!("{x:+.3}"))
+            .unwrap_or_else(|| "-".into()),
+    )
+}
+
+/// Payer requests of the given stages: sent, answered 202, refused, neither.
+fn stage_counts(c: &Counters, stages: &[Stage]) -> Value {
     let mut out = serde_json::Map::new();
-    for stage in tier.stages() {
+    for stage in stages {
         let i = stage.index();
         let sent = c.stage_sent[i].load(Ordering::Relaxed);
         let accepted = c.stage_accepted[i].load(Ordering::Relaxed);
@@ -1953,6 +2460,10 @@ fn cpu_sample(switch_pid: Option<u32>, db_pids: &[u32]) -> CpuSample {
 }
 
 fn fmt_ms(v: Option<f64>) -> String {
+    v.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into())
+}
+
+fn fmt_mib(v: Option<f64>) -> String {
     v.map(|v| format!("{v:.1}")).unwrap_or_else(|| "-".into())
 }
 
