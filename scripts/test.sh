@@ -18,7 +18,9 @@
 # is bounded. Tests get:
 #   MOJASWITCH_TEST_MYSQL_URL  (default mysql://mojaswitch:mojaswitch@127.0.0.1:3306)
 #   MOJASWITCH_TEST_REDIS_URL  (default redis://127.0.0.1:6379)
-# Values already set in the environment are kept.
+# Values already set in the environment are kept. After a full run (no ARGS)
+# a 10-second benchmark per backend prints its figures (MOJASWITCH_CI_BENCH=0
+# skips it); only its books check can fail the run.
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -41,7 +43,7 @@ die() {
 }
 
 usage() {
-    sed -n '2,21p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
+    sed -n '2,23p' "${BASH_SOURCE[0]}" | sed 's/^# \{0,1\}//'
 }
 
 # --- arguments -------------------------------------------------------------
@@ -317,4 +319,25 @@ done
 # --release: the integration tests start the real `mojaswitch` binary.
 cmd=(cargo test "${scope[@]}" --release "${cargo_args[@]}" -- "${threads[@]}" "${bin_args[@]}")
 step "${cmd[*]}"
-exec "${cmd[@]}"
+if ((${#cargo_args[@]} || ${#bin_args[@]})); then
+    exec "${cmd[@]}"
+fi
+"${cmd[@]}"
+
+# --- benchmark (figures only) ----------------------------------------------
+# The whole suite passed: a short run of the load generator on each backend,
+# so every CI log carries comparable figures (docs/performance.md). Its speed
+# never fails CI; its books check does (exit 2: the database's committed
+# count differs from the generator's, or `mojaswitch check` failed).
+# MOJASWITCH_CI_BENCH=0 skips it.
+if [[ "${MOJASWITCH_CI_BENCH:-1}" != 0 ]]; then
+    for backend in sqlite mysql; do
+        bench=(target/release/mojaswitch-bench --backend "$backend" --rate 1000
+            --ramp-s 2 --steady-s 8 --json "target/bench-ci-$backend.json")
+        step "benchmark: ${bench[*]}"
+        status=0
+        "${bench[@]}" >/dev/null || status=$?
+        [[ $status == 2 ]] && die "benchmark on $backend: the books do not balance (see above)"
+        ((status == 0)) || warn "benchmark on $backend did not run to the end (exit $status); figures unavailable"
+    done
+fi

@@ -67,9 +67,6 @@ pub enum Backend {
 #[derive(Clone)]
 pub struct Store {
     pub(crate) pool: AnyPool,
-    /// Read-only lookups that must not queue behind writes: on SQLite its
-    /// own read-only connections, on MySQL the same pool.
-    pub(crate) read_pool: AnyPool,
     /// SQLite only: the checkpointer's connection (closed with the store).
     checkpoint_pool: Option<AnyPool>,
     backend: Backend,
@@ -131,25 +128,27 @@ impl Store {
                     // Checkpoints run beside the writer (see `sqlite_checkpointer`),
                     // not inside whichever commit crosses the WAL size limit.
                     conn.execute("PRAGMA wal_autocheckpoint = 0").await?;
+                    // A WAL that grew under a burst is cut back when reused.
+                    conn.execute("PRAGMA journal_size_limit = 67108864").await?;
+                    // Transfer ids are random (UUIDs), so each insert lands on
+                    // a random index page; 64 MiB of page cache (the default
+                    // is 2 MiB) keeps the hot index pages in memory.
+                    conn.execute("PRAGMA cache_size = -65536").await?;
                     Ok(())
                 })
             });
         }
         let pool = options.connect(&url).await?;
-        let (read_pool, checkpoint_pool) = match backend {
+        let checkpoint_pool = match backend {
             Backend::Sqlite => {
                 let checkpoint_pool = sqlite_checkpoint_pool(&url, settings).await?;
                 tokio::spawn(sqlite_checkpointer(checkpoint_pool.clone()));
-                (
-                    sqlite_read_pool(&url, settings).await?,
-                    Some(checkpoint_pool),
-                )
+                Some(checkpoint_pool)
             }
-            Backend::MySql => (pool.clone(), None),
+            Backend::MySql => None,
         };
         Ok(Store {
             pool,
-            read_pool,
             checkpoint_pool,
             backend,
             runtime: tokio::runtime::Handle::current(),
@@ -199,7 +198,6 @@ impl Store {
     /// Waits for in-flight queries and closes every connection.
     pub async fn close(&self) {
         let pool = self.pool.clone();
-        let read_pool = self.read_pool.clone();
         let checkpoint_pool = self.checkpoint_pool.clone();
         let _ = self
             .runtime
@@ -207,7 +205,6 @@ impl Store {
                 if let Some(checkpoint_pool) = checkpoint_pool {
                     checkpoint_pool.close().await;
                 }
-                read_pool.close().await;
                 pool.close().await
             })
             .await;
@@ -218,27 +215,6 @@ impl Store {
 fn mysql_port(url: &str) -> Result<u16> {
     use std::str::FromStr;
     Ok(sqlx::mysql::MySqlConnectOptions::from_str(url)?.get_port())
-}
-
-/// Read connections of the loader on SQLite: WAL readers see every
-/// committed batch without waiting for the single writer connection.
-/// `query_only` makes a write through them an error, not a second writer.
-async fn sqlite_read_pool(url: &str, settings: &PoolSettings) -> Result<AnyPool> {
-    let pool = AnyPoolOptions::new()
-        .max_connections(SQLITE_READ_CONNECTIONS)
-        .test_before_acquire(false)
-        .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms))
-        .after_connect(|conn, _meta| {
-            Box::pin(async move {
-                use sqlx::Executor;
-                conn.execute("PRAGMA busy_timeout = 5000").await?;
-                conn.execute("PRAGMA query_only = ON").await?;
-                Ok(())
-            })
-        })
-        .connect(url)
-        .await?;
-    Ok(pool)
 }
 
 /// One connection that copies the WAL into the database file.
@@ -262,22 +238,36 @@ async fn sqlite_checkpoint_pool(url: &str, settings: &PoolSettings) -> Result<An
 /// How often the checkpointer copies committed WAL frames into the database.
 const SQLITE_CHECKPOINT_INTERVAL: Duration = Duration::from_millis(200);
 
+/// Every how many checkpoints one is a RESTART (see `sqlite_checkpointer`).
+const SQLITE_RESTART_EVERY_TICKS: u64 = 5;
+
 /// Checkpoints the WAL every [`SQLITE_CHECKPOINT_INTERVAL`] from its own
 /// connection, so that a writer's commit costs only its WAL append and
 /// fsync. SQLite's automatic checkpoint ran inside the commit that crossed
 /// 1,000 WAL pages: under load that added 10-30 ms to one batch in four.
-/// PASSIVE never blocks the writer or readers; the writer reuses the WAL
-/// from its start once every frame has been copied. Ends when the pool is
-/// closed.
+/// Mostly PASSIVE, which never blocks the writer or readers; once a second
+/// RESTART, so the WAL stays small. Ends when the pool is closed.
 async fn sqlite_checkpointer(pool: AnyPool) {
     let mut tick = tokio::time::interval(SQLITE_CHECKPOINT_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut ticks: u64 = 0;
     while !pool.is_closed() {
         tick.tick().await;
-        if let Err(error) = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
-            .execute(&pool)
-            .await
-        {
+        ticks += 1;
+        // PASSIVE copies frames without blocking the writer, but the WAL is
+        // reused from its start only when a writer finds it wholly copied,
+        // which under continuous commits is almost never: with PASSIVE
+        // alone (and read connections beside the writer) the WAL grew to
+        // 3 GB in 30 s at 3,000 transfers/s and every read slowed down.
+        // RESTART, once a second, copies the little PASSIVE left, holding
+        // the writer for that moment, and the next commit writes the WAL
+        // from its start again.
+        let mode = if ticks.is_multiple_of(SQLITE_RESTART_EVERY_TICKS) {
+            "PRAGMA wal_checkpoint(RESTART)"
+        } else {
+            "PRAGMA wal_checkpoint(PASSIVE)"
+        };
+        if let Err(error) = sqlx::query(mode).execute(&pool).await {
             if pool.is_closed() {
                 return;
             }
@@ -285,9 +275,6 @@ async fn sqlite_checkpointer(pool: AnyPool) {
         }
     }
 }
-
-/// Read-only connections beside SQLite's one writer.
-const SQLITE_READ_CONNECTIONS: u32 = 2;
 
 fn sqlite_url_creating_folder(url: &str) -> String {
     let path = url

@@ -7,9 +7,10 @@
 //! one `SELECT … WHERE transfer_id IN (…)`; only ids that exist (duplicates,
 //! or a fulfil reaching a restarted switch) are then loaded in full.
 //!
-//! Reads go to the store's read pool: on SQLite that is a set of read-only
-//! connections beside the single writer connection (WAL lets them read
-//! while the writer commits), so lookups never queue behind a write batch.
+//! On SQLite the lookup takes a turn on the single connection between write
+//! batches: one turn per batch of ids, not one per transfer. (Read-only
+//! connections beside the writer were tried: they kept SQLite from reusing
+//! its WAL, which then grew without bound under load.)
 
 use std::collections::HashSet;
 
@@ -45,7 +46,7 @@ impl TransferLoader {
         let (queue, requests) = mpsc::channel(limits.queue_capacity);
         store
             .runtime
-            .spawn(run(store.read_pool.clone(), requests, limits.batch_ids_max));
+            .spawn(run(store.pool.clone(), requests, limits.batch_ids_max));
         TransferLoader { queue }
     }
 
