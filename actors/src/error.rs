@@ -155,7 +155,16 @@ impl fmt::Display for FspiopError {
 impl std::error::Error for FspiopError {}
 
 impl From<switch_storage::StorageError> for FspiopError {
+    /// An overloaded database is 2003 (retry later), as the reference hub
+    /// answers when it cannot take work; anything else is 2001.
     fn from(error: switch_storage::StorageError) -> Self {
-        FspiopError::internal(error)
+        if error.is_busy() {
+            FspiopError::new(
+                ErrorCode::ServiceUnavailable,
+                "the database is busy; retry later",
+            )
+        } else {
+            FspiopError::internal(error)
+        }
     }
 }

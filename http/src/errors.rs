@@ -25,7 +25,7 @@ impl From<FspiopError> for ApiError {
 impl From<switch_storage::StorageError> for ApiError {
     fn from(error: switch_storage::StorageError) -> Self {
         tracing::error!(%error, "storage failure");
-        ApiError(FspiopError::internal(error))
+        ApiError(FspiopError::from(error))
     }
 }
 

@@ -54,6 +54,14 @@ pub enum StorageError {
     Lookup(String),
 }
 
+impl StorageError {
+    /// Every connection stayed busy for the whole acquire timeout: the
+    /// database is overloaded, and the same work may succeed later.
+    pub fn is_busy(&self) -> bool {
+        matches!(self, StorageError::Database(sqlx::Error::PoolTimedOut))
+    }
+}
+
 pub type Result<T> = std::result::Result<T, StorageError>;
 
 /// Which SQL dialect the pool speaks.
@@ -333,4 +341,29 @@ pub(crate) async fn insert_returning_id<'q>(
         .fetch_one(&mut **tx)
         .await?;
     col(&row, "id")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A query that cannot get a connection in time is reported busy (the
+    /// edge answers 2003), and the store works again once one is free.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_pool_that_stays_busy_is_reported_busy() {
+        let dir = std::env::temp_dir().join(format!("mojaswitch-busy-{}", std::process::id()));
+        let url = format!("sqlite://{}/b.db", dir.display());
+        let settings = PoolSettings {
+            connections_max: 1,
+            acquire_timeout_ms: 100,
+        };
+        let store = Store::connect(&url, &settings).await.expect("connect");
+        let held = store.pool.acquire().await.expect("acquire");
+        let error = store.ping().await.expect_err("no connection is free");
+        assert!(error.is_busy(), "{error}");
+        drop(held);
+        store.ping().await.expect("a connection is free again");
+        store.close().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

@@ -199,12 +199,25 @@ pub fn binary() -> PathBuf {
         .clone()
 }
 
-/// A free TCP port on loopback (released before the switch binds it).
+/// A free TCP port on loopback (released before the switch binds it),
+/// never one this process handed out before: the kernel may give a just
+/// released port again, and a switch once got the same port for FSPIOP and
+/// the operator API (seen in CI).
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("free port")
+    static HANDED_OUT: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    const ATTEMPTS_MAX: usize = 100;
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|p| p.into_inner());
+    for _ in 0..ATTEMPTS_MAX {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        if handed_out.insert(port) {
+            return port;
+        }
+    }
+    panic!("no new free port in {ATTEMPTS_MAX} attempts");
 }
 
 /// A `mojaswitch` command with only the given configuration (the test's own
