@@ -10,6 +10,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use switch_config::Config;
+use switch_http::server;
 
 /// mimalloc instead of the system allocator: the switch allocates many
 /// small, short-lived buffers on several threads, where glibc malloc spent
@@ -17,8 +19,6 @@ use clap::{Parser, Subcommand};
 /// `unlink_chunk`, measured with perf at 1,500 transfers/s).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
-use switch_config::Config;
-use switch_http::server;
 
 #[derive(Parser)]
 #[command(

@@ -17,6 +17,7 @@ use std::collections::HashSet;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::transfers::{load, TransferRecord};
+use crate::writer::take_queued;
 use crate::{col, Result, StorageError, Store};
 
 /// Limits of the loader.
@@ -69,12 +70,7 @@ async fn run(pool: sqlx::AnyPool, mut requests: mpsc::Receiver<Request>, batch_i
     let mut batch: Vec<Request> = Vec::with_capacity(batch_ids_max);
     while let Some(first) = requests.recv().await {
         batch.push(first);
-        while batch.len() < batch_ids_max {
-            match requests.try_recv() {
-                Ok(request) => batch.push(request),
-                Err(_) => break,
-            }
-        }
+        take_queued(&mut requests, &mut batch, batch_ids_max);
         let ids: Vec<&str> = batch.iter().map(|r| r.transfer_id.as_str()).collect();
         match known_ids(&pool, &ids).await {
             Ok(known) => answer(&pool, batch.drain(..), &known),
@@ -127,4 +123,83 @@ async fn known_ids(pool: &sqlx::AnyPool, ids: &[&str]) -> Result<HashSet<String>
     }
     let rows = query.fetch_all(pool).await?;
     rows.iter().map(|row| col(row, "transfer_id")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::LedgerWrite;
+    use crate::transfers::{NewTransfer, TransferStateChange, TransferWrite};
+    use crate::writer::{BatchWriter, WriterLimits};
+    use crate::PoolSettings;
+    use rust_decimal::Decimal;
+
+    fn prepare(id: &str) -> LedgerWrite {
+        LedgerWrite {
+            transfers: TransferWrite {
+                transfers: vec![NewTransfer {
+                    transfer_id: id.into(),
+                    payer_fsp: "payer".into(),
+                    payee_fsp: "payee".into(),
+                    amount: Decimal::ONE,
+                    currency: "USD".into(),
+                    condition: "c".into(),
+                    expiration: "2030-01-01T00:00:00.000Z".into(),
+                    expiration_ms: 1_893_456_000_000,
+                    ilp_packet: "p".into(),
+                    prepare_hash: "h".into(),
+                    content_version: "1.1".into(),
+                    bulk_transfer_id: None,
+                }],
+                states: vec![TransferStateChange {
+                    transfer_id: id.into(),
+                    state: "RESERVED".into(),
+                    reason: None,
+                }],
+                ..TransferWrite::default()
+            },
+            ..LedgerWrite::default()
+        }
+    }
+
+    /// Lookups asked for together share one query (three ids, padded to
+    /// four); a known id comes back in full, unknown ones as nothing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn batched_lookups_tell_known_from_unknown() {
+        let dir = std::env::temp_dir().join(format!("mojaswitch-loader-{}", std::process::id()));
+        let url = format!("sqlite://{}/l.db", dir.display());
+        let settings = PoolSettings {
+            connections_max: 1,
+            acquire_timeout_ms: 5_000,
+        };
+        let store = Store::connect(&url, &settings).await.expect("connect");
+        store.migrate().await.expect("migrate");
+        let writer = BatchWriter::start(
+            &store,
+            WriterLimits {
+                batch_writes_max: 10,
+                queue_capacity: 10,
+            },
+        );
+        writer.write(prepare("known")).await.expect("write");
+        let loader = TransferLoader::start(
+            &store,
+            LoaderLimits {
+                batch_ids_max: 8,
+                queue_capacity: 8,
+            },
+        );
+        let (known, first, second) = tokio::join!(
+            loader.load("known"),
+            loader.load("unknown-1"),
+            loader.load("unknown-2")
+        );
+        let known = known.expect("load").expect("the known transfer");
+        assert_eq!(known.transfer.payer_fsp, "payer");
+        assert_eq!(known.state, "RESERVED");
+        assert!(first.expect("load").is_none());
+        assert!(second.expect("load").is_none());
+        store.close().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

@@ -65,8 +65,9 @@ fn answer_all(requests: impl Iterator<Item = Request>, outcome: impl Fn() -> Res
     }
 }
 
-/// Moves whatever is queued now into `batch`, up to `max`.
-fn take_queued(requests: &mut mpsc::Receiver<Request>, batch: &mut Vec<Request>, max: usize) {
+/// Moves whatever is queued now into `batch`, up to `max` (the batching
+/// step of the writer and of the transfer loader).
+pub(crate) fn take_queued<T>(requests: &mut mpsc::Receiver<T>, batch: &mut Vec<T>, max: usize) {
     while batch.len() < max {
         match requests.try_recv() {
             Ok(request) => batch.push(request),
