@@ -343,6 +343,24 @@ pub(crate) async fn insert_returning_id<'q>(
     col(&row, "id")
 }
 
+/// A migrated SQLite store in a scratch folder, for this crate's unit
+/// tests; remove the folder when done.
+#[cfg(test)]
+pub(crate) async fn scratch_store(
+    name: &str,
+    acquire_timeout_ms: u64,
+) -> (Store, std::path::PathBuf) {
+    let dir = std::env::temp_dir().join(format!("mojaswitch-{name}-{}", std::process::id()));
+    let url = format!("sqlite://{}/s.db", dir.display());
+    let settings = PoolSettings {
+        connections_max: 1,
+        acquire_timeout_ms,
+    };
+    let store = Store::connect(&url, &settings).await.expect("connect");
+    store.migrate().await.expect("migrate");
+    (store, dir)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -351,13 +369,7 @@ mod tests {
     /// edge answers 2003), and the store works again once one is free.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_pool_that_stays_busy_is_reported_busy() {
-        let dir = std::env::temp_dir().join(format!("mojaswitch-busy-{}", std::process::id()));
-        let url = format!("sqlite://{}/b.db", dir.display());
-        let settings = PoolSettings {
-            connections_max: 1,
-            acquire_timeout_ms: 100,
-        };
-        let store = Store::connect(&url, &settings).await.expect("connect");
+        let (store, dir) = scratch_store("busy", 100).await;
         let held = store.pool.acquire().await.expect("acquire");
         let error = store.ping().await.expect_err("no connection is free");
         assert!(error.is_busy(), "{error}");

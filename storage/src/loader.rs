@@ -131,7 +131,6 @@ mod tests {
     use crate::ledger::LedgerWrite;
     use crate::transfers::{NewTransfer, TransferStateChange, TransferWrite};
     use crate::writer::{BatchWriter, WriterLimits};
-    use crate::PoolSettings;
     use rust_decimal::Decimal;
 
     fn prepare(id: &str) -> LedgerWrite {
@@ -166,14 +165,7 @@ mod tests {
     /// four); a known id comes back in full, unknown ones as nothing.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn batched_lookups_tell_known_from_unknown() {
-        let dir = std::env::temp_dir().join(format!("mojaswitch-loader-{}", std::process::id()));
-        let url = format!("sqlite://{}/l.db", dir.display());
-        let settings = PoolSettings {
-            connections_max: 1,
-            acquire_timeout_ms: 5_000,
-        };
-        let store = Store::connect(&url, &settings).await.expect("connect");
-        store.migrate().await.expect("migrate");
+        let (store, dir) = crate::scratch_store("loader", 5_000).await;
         let writer = BatchWriter::start(
             &store,
             WriterLimits {

@@ -159,7 +159,6 @@ async fn run(pool: sqlx::AnyPool, mut requests: mpsc::Receiver<Request>, batch_w
 mod tests {
     use super::*;
     use crate::ledger::{AdminStateChange, NewAdminTransfer};
-    use crate::PoolSettings;
     use rust_decimal::Decimal;
 
     fn funds_in(id: &str) -> LedgerWrite {
@@ -186,14 +185,7 @@ mod tests {
     /// One bad write in a batch fails only its own sender.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_bad_write_fails_alone() {
-        let dir = std::env::temp_dir().join(format!("mojaswitch-writer-{}", std::process::id()));
-        let url = format!("sqlite://{}/w.db", dir.display());
-        let settings = PoolSettings {
-            connections_max: 1,
-            acquire_timeout_ms: 5_000,
-        };
-        let store = Store::connect(&url, &settings).await.expect("connect");
-        store.migrate().await.expect("migrate");
+        let (store, dir) = crate::scratch_store("writer", 5_000).await;
         let writer = BatchWriter::start(
             &store,
             WriterLimits {
