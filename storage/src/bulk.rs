@@ -66,12 +66,12 @@ pub struct BulkLine {
 
 /// A line's transfer (`t`): amount, newest state, fulfilment, last error.
 const LINE_TRANSFER_COLUMNS: &str = "t.amount, \
-    (SELECT s.state FROM transfer_state_change s WHERE s.transfer_id = t.transfer_id \
+    (SELECT s.state FROM transfer_state_change s WHERE s.transfer_seq = t.transfer_seq \
        ORDER BY s.transfer_state_change_id DESC LIMIT 1) AS state, \
-    (SELECT f.ilp_fulfilment FROM transfer_fulfilment f WHERE f.transfer_id = t.transfer_id) AS fulfilment, \
-    (SELECT e.error_code FROM transfer_error e WHERE e.transfer_id = t.transfer_id \
+    (SELECT f.ilp_fulfilment FROM transfer_fulfilment f WHERE f.transfer_seq = t.transfer_seq) AS fulfilment, \
+    (SELECT e.error_code FROM transfer_error e WHERE e.transfer_seq = t.transfer_seq \
        ORDER BY e.transfer_error_id DESC LIMIT 1) AS error_code, \
-    (SELECT e.error_description FROM transfer_error e WHERE e.transfer_id = t.transfer_id \
+    (SELECT e.error_description FROM transfer_error e WHERE e.transfer_seq = t.transfer_seq \
        ORDER BY e.transfer_error_id DESC LIMIT 1) AS error_description";
 
 fn bulk_state_sql() -> &'static str {

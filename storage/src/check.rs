@@ -216,8 +216,8 @@ struct TransferSummary {
 async fn latest_transfer_states(tx: &mut Snapshot) -> Result<Vec<(TransferSummary, String)>> {
     let rows = sqlx::query(
         "SELECT t.transfer_id, t.currency_id, t.amount, s.state FROM transfer t \
-         JOIN transfer_state_change s ON s.transfer_id = t.transfer_id \
-         WHERE s.transfer_state_change_id = (SELECT MAX(x.transfer_state_change_id) FROM transfer_state_change x WHERE x.transfer_id = t.transfer_id)",
+         JOIN transfer_state_change s ON s.transfer_seq = t.transfer_seq \
+         WHERE s.transfer_state_change_id = (SELECT MAX(x.transfer_state_change_id) FROM transfer_state_change x WHERE x.transfer_seq = t.transfer_seq)",
     )
     .fetch_all(&mut **tx)
     .await?;
@@ -289,7 +289,7 @@ async fn check_window_content(tx: &mut Snapshot) -> Result<InvariantReport> {
     let mut report = InvariantReport::new("closed_windows_hold_exactly_their_commits");
     let committed = sqlx::query(
         "SELECT f.settlement_window_id, t.currency_id, CAST(SUM(t.amount) AS SIGNED) AS total, COUNT(*) AS n \
-         FROM transfer_fulfilment f JOIN transfer t ON t.transfer_id = f.transfer_id \
+         FROM transfer_fulfilment f JOIN transfer t ON t.transfer_seq = f.transfer_seq \
          JOIN settlement_window w ON w.settlement_window_id = f.settlement_window_id \
          LEFT JOIN gross_settlement g ON g.transfer_id = f.transfer_id \
          WHERE w.state <> 'OPEN' AND g.transfer_id IS NULL GROUP BY f.settlement_window_id, t.currency_id",
@@ -422,15 +422,14 @@ async fn check_gross_settlements(tx: &mut Snapshot) -> Result<InvariantReport> {
     let mut report = InvariantReport::new("gross_settlements_move_each_side_once");
     let rows = sqlx::query(
         "SELECT g.transfer_id, t.amount, g.payer_settled_date, \
-         (SELECT COUNT(*) FROM participant_position_change c \
+         COALESCE(m.moves, 0) AS moves, COALESCE(m.total, 0) AS total \
+         FROM gross_settlement g JOIN transfer t ON t.transfer_id = g.transfer_id \
+         LEFT JOIN (SELECT c.reference, COUNT(*) AS moves, CAST(SUM(c.change_value) AS SIGNED) AS total \
+            FROM participant_position_change c \
             JOIN participant_currency pc ON pc.participant_currency_id = c.participant_currency_id \
             JOIN ledger_account_type lat ON lat.ledger_account_type_id = pc.ledger_account_type_id \
-            WHERE c.reference = g.transfer_id AND c.kind = 'GROSS_SETTLEMENT' AND lat.name = 'POSITION') AS moves, \
-         (SELECT CAST(COALESCE(SUM(c.change_value), 0) AS SIGNED) FROM participant_position_change c \
-            JOIN participant_currency pc ON pc.participant_currency_id = c.participant_currency_id \
-            JOIN ledger_account_type lat ON lat.ledger_account_type_id = pc.ledger_account_type_id \
-            WHERE c.reference = g.transfer_id AND c.kind = 'GROSS_SETTLEMENT' AND lat.name = 'POSITION') AS total \
-         FROM gross_settlement g JOIN transfer t ON t.transfer_id = g.transfer_id",
+            WHERE c.kind = 'GROSS_SETTLEMENT' AND lat.name = 'POSITION' GROUP BY c.reference) m \
+         ON m.reference = g.transfer_id",
     )
     .fetch_all(&mut **tx)
     .await?;

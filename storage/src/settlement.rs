@@ -881,7 +881,7 @@ async fn aggregate_window(
 ) -> Result<()> {
     let rows = sqlx::query(
         "SELECT t.payer_fsp, t.payee_fsp, t.currency_id, CAST(SUM(t.amount) AS SIGNED) AS total, COUNT(*) AS n \
-         FROM transfer_fulfilment f JOIN transfer t ON t.transfer_id = f.transfer_id \
+         FROM transfer_fulfilment f JOIN transfer t ON t.transfer_seq = f.transfer_seq \
          LEFT JOIN gross_settlement g ON g.transfer_id = f.transfer_id \
          WHERE f.settlement_window_id = ? AND g.transfer_id IS NULL GROUP BY t.payer_fsp, t.payee_fsp, t.currency_id",
     )

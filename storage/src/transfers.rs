@@ -98,6 +98,13 @@ impl TransferWrite {
 /// Rows per multi-row INSERT.
 const INSERT_ROWS_MAX: usize = 200;
 
+/// A history row whose first two values are the transfer's sequence number,
+/// looked up from its id (a hot index page: the transfer was just written or
+/// loaded), and the id itself; then the row's other values.
+const SEQ_ROW_4: &str = "((SELECT transfer_seq FROM transfer WHERE transfer_id = ?), ?, ?, ?, ?)";
+const SEQ_ROW_5: &str =
+    "((SELECT transfer_seq FROM transfer WHERE transfer_id = ?), ?, ?, ?, ?, ?)";
+
 fn placeholders(row: &str, rows: usize) -> String {
     vec![row; rows].join(", ")
 }
@@ -155,12 +162,13 @@ pub(crate) async fn write_transfer_rows(
     }
     for chunk in write.states.chunks(INSERT_ROWS_MAX) {
         let sql = format!(
-            "INSERT INTO transfer_state_change (transfer_id, state, reason, created_date) VALUES {}",
-            placeholders("(?, ?, ?, ?)", chunk.len())
+            "INSERT INTO transfer_state_change (transfer_seq, transfer_id, state, reason, created_date) VALUES {}",
+            placeholders(SEQ_ROW_4, chunk.len())
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for s in chunk {
             query = query
+                .bind(s.transfer_id.clone())
                 .bind(s.transfer_id.clone())
                 .bind(s.state.clone())
                 .bind(s.reason.clone())
@@ -172,12 +180,13 @@ pub(crate) async fn write_transfer_rows(
         let window = lock_open_window(tx).await?;
         for chunk in write.fulfilments.chunks(INSERT_ROWS_MAX) {
             let sql = format!(
-                "INSERT INTO transfer_fulfilment (transfer_id, ilp_fulfilment, completed_timestamp, settlement_window_id, created_date) VALUES {}",
-                placeholders("(?, ?, ?, ?, ?)", chunk.len())
+                "INSERT INTO transfer_fulfilment (transfer_seq, transfer_id, ilp_fulfilment, completed_timestamp, settlement_window_id, created_date) VALUES {}",
+                placeholders(SEQ_ROW_5, chunk.len())
             );
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
             for f in chunk {
                 query = query
+                    .bind(f.transfer_id.clone())
                     .bind(f.transfer_id.clone())
                     .bind(f.fulfilment.clone())
                     .bind(f.completed_timestamp.clone())
@@ -189,12 +198,13 @@ pub(crate) async fn write_transfer_rows(
     }
     for chunk in write.errors.chunks(INSERT_ROWS_MAX) {
         let sql = format!(
-            "INSERT INTO transfer_error (transfer_id, error_code, error_description, created_date) VALUES {}",
-            placeholders("(?, ?, ?, ?)", chunk.len())
+            "INSERT INTO transfer_error (transfer_seq, transfer_id, error_code, error_description, created_date) VALUES {}",
+            placeholders(SEQ_ROW_4, chunk.len())
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for e in chunk {
             query = query
+                .bind(e.transfer_id.clone())
                 .bind(e.transfer_id.clone())
                 .bind(e.error_code.clone())
                 .bind(truncate(&e.error_description, 1024))
@@ -204,12 +214,13 @@ pub(crate) async fn write_transfer_rows(
     }
     for chunk in write.hashes.chunks(INSERT_ROWS_MAX) {
         let sql = format!(
-            "INSERT INTO transfer_duplicate_check (transfer_id, kind, hash, created_date) VALUES {}",
-            placeholders("(?, ?, ?, ?)", chunk.len())
+            "INSERT INTO transfer_duplicate_check (transfer_seq, transfer_id, kind, hash, created_date) VALUES {}",
+            placeholders(SEQ_ROW_4, chunk.len())
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for h in chunk {
             query = query
+                .bind(h.transfer_id.clone())
                 .bind(h.transfer_id.clone())
                 .bind(h.kind.clone())
                 .bind(h.hash.clone())
@@ -233,13 +244,14 @@ fn truncate(text: &str, max: usize) -> String {
 
 pub(crate) async fn load(pool: &AnyPool, transfer_id: String) -> Result<Option<TransferRecord>> {
     let row = sqlx::query(
-        "SELECT transfer_id, payer_fsp, payee_fsp, amount, currency_id, ilp_condition, expiration, expiration_ms, ilp_packet, \
+        "SELECT transfer_seq, transfer_id, payer_fsp, payee_fsp, amount, currency_id, ilp_condition, expiration, expiration_ms, ilp_packet, \
          prepare_hash, content_version, bulk_transfer_id FROM transfer WHERE transfer_id = ?",
     )
     .bind(transfer_id.clone())
     .fetch_optional(pool)
     .await?;
     let Some(row) = row else { return Ok(None) };
+    let seq: i64 = col(&row, "transfer_seq")?;
     let transfer = NewTransfer {
         transfer_id: col(&row, "transfer_id")?,
         payer_fsp: col(&row, "payer_fsp")?,
@@ -255,9 +267,9 @@ pub(crate) async fn load(pool: &AnyPool, transfer_id: String) -> Result<Option<T
         bulk_transfer_id: col(&row, "bulk_transfer_id")?,
     };
     let state = sqlx::query(
-        "SELECT state, reason FROM transfer_state_change WHERE transfer_id = ? ORDER BY transfer_state_change_id DESC LIMIT 1",
+        "SELECT state, reason FROM transfer_state_change WHERE transfer_seq = ? ORDER BY transfer_state_change_id DESC LIMIT 1",
     )
-    .bind(transfer_id.clone())
+    .bind(seq)
     .fetch_optional(pool)
     .await?;
     let (state, state_reason) = match state {
@@ -265,14 +277,14 @@ pub(crate) async fn load(pool: &AnyPool, transfer_id: String) -> Result<Option<T
         None => ("RECEIVED_PREPARE".to_string(), None),
     };
     let fulfilment = sqlx::query(
-        "SELECT ilp_fulfilment, completed_timestamp, settlement_window_id FROM transfer_fulfilment WHERE transfer_id = ?",
+        "SELECT ilp_fulfilment, completed_timestamp, settlement_window_id FROM transfer_fulfilment WHERE transfer_seq = ?",
     )
-    .bind(transfer_id.clone())
+    .bind(seq)
     .fetch_optional(pool)
     .await?;
     let hashes =
-        sqlx::query("SELECT kind, hash FROM transfer_duplicate_check WHERE transfer_id = ?")
-            .bind(transfer_id.clone())
+        sqlx::query("SELECT kind, hash FROM transfer_duplicate_check WHERE transfer_seq = ?")
+            .bind(seq)
             .fetch_all(pool)
             .await?;
     let hash_of = |kind: &str| -> Result<Option<String>> {
@@ -284,9 +296,9 @@ pub(crate) async fn load(pool: &AnyPool, transfer_id: String) -> Result<Option<T
         Ok(None)
     };
     let error = sqlx::query(
-        "SELECT error_code, error_description FROM transfer_error WHERE transfer_id = ? ORDER BY transfer_error_id DESC LIMIT 1",
+        "SELECT error_code, error_description FROM transfer_error WHERE transfer_seq = ? ORDER BY transfer_error_id DESC LIMIT 1",
     )
-    .bind(transfer_id.clone())
+    .bind(seq)
     .fetch_optional(pool)
     .await?;
     Ok(Some(TransferRecord {
@@ -332,8 +344,8 @@ impl Store {
         self.run(|pool| async move {
             let rows = sqlx::query(
                 "SELECT t.transfer_id, t.expiration_ms FROM transfer t \
-                 JOIN transfer_state_change s ON s.transfer_id = t.transfer_id \
-                 WHERE s.transfer_state_change_id = (SELECT MAX(x.transfer_state_change_id) FROM transfer_state_change x WHERE x.transfer_id = t.transfer_id) \
+                 JOIN transfer_state_change s ON s.transfer_seq = t.transfer_seq \
+                 WHERE s.transfer_state_change_id = (SELECT MAX(x.transfer_state_change_id) FROM transfer_state_change x WHERE x.transfer_seq = t.transfer_seq) \
                  AND s.state IN ('RECEIVED_PREPARE', 'RESERVED', 'RECEIVED_FULFIL', 'RECEIVED_ERROR', 'RESERVED_TIMEOUT')",
             )
             .fetch_all(&pool)

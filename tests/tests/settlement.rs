@@ -1587,9 +1587,9 @@ fn stored_transfers(db: &TestDb) -> BTreeMap<String, Stored> {
     db.rows(
         "SELECT t.transfer_id, t.payer_fsp, t.payee_fsp, CAST(t.amount AS CHAR), t.currency_id, \
            CAST(f.settlement_window_id AS CHAR), \
-           (SELECT s.state FROM transfer_state_change s WHERE s.transfer_id = t.transfer_id \
+           (SELECT s.state FROM transfer_state_change s WHERE s.transfer_seq = t.transfer_seq \
              ORDER BY s.transfer_state_change_id DESC LIMIT 1) \
-         FROM transfer t LEFT JOIN transfer_fulfilment f ON f.transfer_id = t.transfer_id",
+         FROM transfer t LEFT JOIN transfer_fulfilment f ON f.transfer_seq = t.transfer_seq",
     )
     .into_iter()
     .map(|row| {

@@ -938,8 +938,8 @@ async fn bad_input_mariadb() {
     bad_input(Backend::MySql).await;
 }
 
-const LATEST_STATES: &str = "SELECT t.transfer_id, s.state FROM transfer t JOIN transfer_state_change s ON s.transfer_id = t.transfer_id \
-     WHERE s.transfer_state_change_id = (SELECT MAX(x.transfer_state_change_id) FROM transfer_state_change x WHERE x.transfer_id = t.transfer_id)";
+const LATEST_STATES: &str = "SELECT t.transfer_id, s.state FROM transfer t JOIN transfer_state_change s ON s.transfer_seq = t.transfer_seq \
+     WHERE s.transfer_state_change_id = (SELECT MAX(x.transfer_state_change_id) FROM transfer_state_change x WHERE x.transfer_seq = t.transfer_seq)";
 
 /// kill -9 in the middle of traffic, then restart on the same database:
 /// every transfer ends COMMITTED, ABORTED or expired, positions equal their

@@ -2108,7 +2108,7 @@ async fn run(args: Args) -> anyhow::Result<i32> {
     if let Some(url) = db_url {
         let clean_stop = embedded.take().map(Embedded::stop);
         // This run's DFSPs only: a running switch may hold earlier runs.
-        let count_sql = format!("SELECT COUNT(*) FROM transfer_state_change tsc JOIN transfer t ON t.transfer_id = tsc.transfer_id WHERE tsc.state = 'COMMITTED' AND t.payer_fsp LIKE 'bench{run_tag}%'");
+        let count_sql = format!("SELECT COUNT(*) FROM transfer_state_change tsc JOIN transfer t ON t.transfer_seq = tsc.transfer_seq WHERE tsc.state = 'COMMITTED' AND t.payer_fsp LIKE 'bench{run_tag}%'");
         let db_committed: Option<u64> = match &db {
             Some(db) => db
                 .rows(&count_sql)
