@@ -369,7 +369,9 @@ mod tests {
     /// edge answers 2003), and the store works again once one is free.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_pool_that_stays_busy_is_reported_busy() {
-        let (store, dir) = scratch_store("busy", 100).await;
+        // 1 s: long enough to open the SQLite file on a loaded machine (the
+        // timeout also bounds connecting), short enough for a unit test.
+        let (store, dir) = scratch_store("busy", 1_000).await;
         let held = store.pool.acquire().await.expect("acquire");
         let error = store.ping().await.expect_err("no connection is free");
         assert!(error.is_busy(), "{error}");

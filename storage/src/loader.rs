@@ -18,7 +18,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::transfers::{load, TransferRecord};
 use crate::writer::take_queued;
-use crate::{col, Result, StorageError, Store};
+use crate::{Result, StorageError, Store};
 
 /// Limits of the loader.
 #[derive(Debug, Clone, Copy)]
@@ -103,26 +103,13 @@ fn answer(pool: &sqlx::AnyPool, requests: impl Iterator<Item = Request>, known: 
 }
 
 /// Which of `ids` have a transfer row.
-///
-/// The id list is padded (repeating its last id) to a power of two, so the
-/// database sees a handful of statement shapes and its prepared statements
-/// stay cached instead of being prepared afresh for every batch size.
 async fn known_ids(pool: &sqlx::AnyPool, ids: &[&str]) -> Result<HashSet<String>> {
-    let Some(last) = ids.last() else {
+    if ids.is_empty() {
         return Ok(HashSet::new());
-    };
-    let padded = ids.len().next_power_of_two();
-    let placeholders = vec!["?"; padded].join(", ");
-    let sql = format!("SELECT transfer_id FROM transfer WHERE transfer_id IN ({placeholders})");
-    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-    for id in ids
-        .iter()
-        .chain(std::iter::repeat_n(last, padded - ids.len()))
-    {
-        query = query.bind(id.to_string());
     }
-    let rows = query.fetch_all(pool).await?;
-    rows.iter().map(|row| col(row, "transfer_id")).collect()
+    let mut conn = pool.acquire().await?;
+    let seqs = crate::transfers::seqs_of(&mut conn, ids).await?;
+    Ok(seqs.into_keys().collect())
 }
 
 #[cfg(test)]

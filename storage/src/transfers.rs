@@ -4,7 +4,9 @@
 use rust_decimal::Decimal;
 use sqlx::{Any, AnyPool, Transaction};
 
-use crate::{col, from_units, to_units, Result, Store};
+use std::collections::{BTreeSet, HashMap};
+
+use crate::{col, from_units, to_units, Result, StorageError, Store};
 
 /// A prepare as it is stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -98,12 +100,62 @@ impl TransferWrite {
 /// Rows per multi-row INSERT.
 const INSERT_ROWS_MAX: usize = 200;
 
-/// A history row whose first two values are the transfer's sequence number,
-/// looked up from its id (a hot index page: the transfer was just written or
-/// loaded), and the id itself; then the row's other values.
-const SEQ_ROW_4: &str = "((SELECT transfer_seq FROM transfer WHERE transfer_id = ?), ?, ?, ?, ?)";
-const SEQ_ROW_5: &str =
-    "((SELECT transfer_seq FROM transfer WHERE transfer_id = ?), ?, ?, ?, ?, ?)";
+/// Transfer ids looked up in one `IN (…)` at most.
+const SEQ_LOOKUP_MAX: usize = 512;
+
+/// The sequence numbers (`transfer_seq`) of the given transfer ids that
+/// have a transfer row, in as few queries as `SEQ_LOOKUP_MAX` allows.
+///
+/// Each id list is padded (repeating its last id) to a power of two, so the
+/// database sees a handful of statement shapes and its prepared statements
+/// stay cached instead of being prepared afresh for every batch size.
+pub(crate) async fn seqs_of(
+    conn: &mut sqlx::AnyConnection,
+    ids: &[&str],
+) -> Result<HashMap<String, i64>> {
+    let mut seqs = HashMap::with_capacity(ids.len());
+    for chunk in ids.chunks(SEQ_LOOKUP_MAX) {
+        let Some(last) = chunk.last() else { continue };
+        let padded = chunk.len().next_power_of_two();
+        let sql = format!(
+            "SELECT transfer_id, transfer_seq FROM transfer WHERE transfer_id IN ({})",
+            vec!["?"; padded].join(", ")
+        );
+        let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+        for id in chunk
+            .iter()
+            .chain(std::iter::repeat_n(last, padded - chunk.len()))
+        {
+            query = query.bind(id.to_string());
+        }
+        for row in query.fetch_all(&mut *conn).await? {
+            seqs.insert(col(&row, "transfer_id")?, col(&row, "transfer_seq")?);
+        }
+    }
+    Ok(seqs)
+}
+
+/// The sequence number of a transfer that a history row of this batch
+/// belongs to. Every such transfer has a row (written earlier or in this
+/// batch), so a miss is a broken invariant, not bad input.
+fn seq_in(seqs: &HashMap<String, i64>, transfer_id: &str) -> Result<i64> {
+    seqs.get(transfer_id).copied().ok_or_else(|| {
+        StorageError::Invariant(format!("history row for unknown transfer {transfer_id}"))
+    })
+}
+
+/// The transfers that a batch's history rows name, each once.
+fn history_ids(write: &TransferWrite) -> Vec<&str> {
+    let ids: BTreeSet<&str> = write
+        .states
+        .iter()
+        .map(|s| s.transfer_id.as_str())
+        .chain(write.fulfilments.iter().map(|f| f.transfer_id.as_str()))
+        .chain(write.errors.iter().map(|e| e.transfer_id.as_str()))
+        .chain(write.hashes.iter().map(|h| h.transfer_id.as_str()))
+        .collect();
+    ids.into_iter().collect()
+}
 
 fn placeholders(row: &str, rows: usize) -> String {
     vec![row; rows].join(", ")
@@ -160,15 +212,18 @@ pub(crate) async fn write_transfer_rows(
         }
         query.execute(&mut **tx).await?;
     }
+    // One lookup for the whole batch: a subquery per row cost ~100 µs a row
+    // on MariaDB, a multi-row IN ~15 µs.
+    let seqs = seqs_of(tx, &history_ids(write)).await?;
     for chunk in write.states.chunks(INSERT_ROWS_MAX) {
         let sql = format!(
             "INSERT INTO transfer_state_change (transfer_seq, transfer_id, state, reason, created_date) VALUES {}",
-            placeholders(SEQ_ROW_4, chunk.len())
+            placeholders("(?, ?, ?, ?, ?)", chunk.len())
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for s in chunk {
             query = query
-                .bind(s.transfer_id.clone())
+                .bind(seq_in(&seqs, &s.transfer_id)?)
                 .bind(s.transfer_id.clone())
                 .bind(s.state.clone())
                 .bind(s.reason.clone())
@@ -181,12 +236,12 @@ pub(crate) async fn write_transfer_rows(
         for chunk in write.fulfilments.chunks(INSERT_ROWS_MAX) {
             let sql = format!(
                 "INSERT INTO transfer_fulfilment (transfer_seq, transfer_id, ilp_fulfilment, completed_timestamp, settlement_window_id, created_date) VALUES {}",
-                placeholders(SEQ_ROW_5, chunk.len())
+                placeholders("(?, ?, ?, ?, ?, ?)", chunk.len())
             );
             let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
             for f in chunk {
                 query = query
-                    .bind(f.transfer_id.clone())
+                    .bind(seq_in(&seqs, &f.transfer_id)?)
                     .bind(f.transfer_id.clone())
                     .bind(f.fulfilment.clone())
                     .bind(f.completed_timestamp.clone())
@@ -199,12 +254,12 @@ pub(crate) async fn write_transfer_rows(
     for chunk in write.errors.chunks(INSERT_ROWS_MAX) {
         let sql = format!(
             "INSERT INTO transfer_error (transfer_seq, transfer_id, error_code, error_description, created_date) VALUES {}",
-            placeholders(SEQ_ROW_4, chunk.len())
+            placeholders("(?, ?, ?, ?, ?)", chunk.len())
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for e in chunk {
             query = query
-                .bind(e.transfer_id.clone())
+                .bind(seq_in(&seqs, &e.transfer_id)?)
                 .bind(e.transfer_id.clone())
                 .bind(e.error_code.clone())
                 .bind(truncate(&e.error_description, 1024))
@@ -215,12 +270,12 @@ pub(crate) async fn write_transfer_rows(
     for chunk in write.hashes.chunks(INSERT_ROWS_MAX) {
         let sql = format!(
             "INSERT INTO transfer_duplicate_check (transfer_seq, transfer_id, kind, hash, created_date) VALUES {}",
-            placeholders(SEQ_ROW_4, chunk.len())
+            placeholders("(?, ?, ?, ?, ?)", chunk.len())
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
         for h in chunk {
             query = query
-                .bind(h.transfer_id.clone())
+                .bind(seq_in(&seqs, &h.transfer_id)?)
                 .bind(h.transfer_id.clone())
                 .bind(h.kind.clone())
                 .bind(h.hash.clone())
