@@ -84,7 +84,7 @@ impl Store {
     pub async fn insert_bulk(&self, bulk: NewBulk) -> Result<bool> {
         self.run(move |pool| async move {
             let now = now_text();
-            let mut tx = pool.begin().await?;
+            let mut tx = crate::begin_write(&pool).await?;
             let known = sqlx::query("SELECT bulk_transfer_id FROM bulk_transfer WHERE bulk_transfer_id = ?")
                 .bind(bulk.bulk_transfer_id.clone())
                 .fetch_optional(&mut *tx)
@@ -128,7 +128,7 @@ impl Store {
     ) -> Result<()> {
         let id = bulk_transfer_id.to_string();
         self.run(move |pool| async move {
-            let mut tx = pool.begin().await?;
+            let mut tx = crate::begin_write(&pool).await?;
             for line in lines {
                 let (code, description) = line.refusal.unzip();
                 sqlx::query(
@@ -161,7 +161,7 @@ impl Store {
         let state = state.to_string();
         self.run(move |pool| async move {
             let now = now_text();
-            let mut tx = pool.begin().await?;
+            let mut tx = crate::begin_write(&pool).await?;
             if let Some(hash) = hash {
                 sqlx::query(
                     "INSERT INTO bulk_transfer_duplicate_check (bulk_transfer_id, kind, hash, completed_timestamp, created_date) \

@@ -15,7 +15,7 @@ use sqlx::{Any, AnyPool, Transaction};
 use crate::participants::AccountRecord;
 use crate::settlement::{write_account_steps, SettlementAccountStep};
 use crate::transfers::{write_transfer_rows, TransferWrite};
-use crate::{col, from_units, now_text, to_units, Backend, Result, StorageError, Store};
+use crate::{col, from_units, now_text, to_units, Result, StorageError, Store};
 
 /// A change to an account owned by the writer, with the balances after it.
 #[derive(Debug, Clone, PartialEq)]
@@ -244,22 +244,11 @@ impl std::fmt::Display for ApplyError {
 /// writer is the only caller: every ledger write goes through it).
 pub(crate) async fn apply_in_transaction(
     pool: &AnyPool,
-    backend: Backend,
     write: &LedgerWrite,
 ) -> std::result::Result<(), ApplyError> {
-    // SQLite: take the write lock at BEGIN. A deferred transaction whose
-    // first statement reads (the batch's transfer_seq lookup) holds a
-    // snapshot; if the checkpointer restarts the WAL before the first write,
-    // the upgrade fails at once with SQLITE_BUSY, without the busy timeout.
-    // A ledger batch always writes, so it loses nothing by locking early.
-    let begin = match backend {
-        Backend::Sqlite => "BEGIN IMMEDIATE",
-        Backend::MySql => "BEGIN",
-    };
-    let mut tx = pool
-        .begin_with(begin)
+    let mut tx = crate::begin_write(pool)
         .await
-        .map_err(|e| ApplyError::BeforeCommit(e.into()))?;
+        .map_err(ApplyError::BeforeCommit)?;
     write_rows(&mut tx, write)
         .await
         .map_err(ApplyError::BeforeCommit)?;

@@ -312,6 +312,23 @@ pub fn now_text() -> String {
         .to_string()
 }
 
+/// Begins a transaction that will write.
+///
+/// On SQLite it takes the write lock at BEGIN (`BEGIN IMMEDIATE`). A deferred
+/// transaction whose first statement reads holds a snapshot; if the WAL
+/// checkpointer runs a RESTART before the transaction's first write, the
+/// upgrade to writer fails at once with `database is locked`, without
+/// waiting out the busy timeout. (Seen under load: one fulfil in 183,750
+/// answered 2001.) Read-only transactions (the invariant check) keep
+/// `pool.begin()`, so they never block the writer.
+pub(crate) async fn begin_write(pool: &AnyPool) -> Result<sqlx::Transaction<'static, sqlx::Any>> {
+    let begin = match pool.connect_options().database_url.scheme() {
+        "sqlite" => "BEGIN IMMEDIATE",
+        _ => "BEGIN",
+    };
+    Ok(pool.begin_with(begin).await?)
+}
+
 /// Reads a column, naming it in the error.
 pub(crate) fn col<'r, T>(row: &'r AnyRow, name: &str) -> Result<T>
 where

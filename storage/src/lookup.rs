@@ -66,7 +66,7 @@ impl Store {
     pub async fn register_party(&self, key: PartyKey, fsp: &str) -> Result<Option<String>> {
         let fsp = fsp.to_string();
         self.run(move |pool| async move {
-            let mut tx = pool.begin().await?;
+            let mut tx = crate::begin_write(&pool).await?;
             let existing = sqlx::query(
                 "SELECT fsp_id FROM party_registration WHERE party_id_type = ? AND party_identifier = ? \
                  AND party_sub_id = ? AND currency_id = ?",
@@ -151,7 +151,7 @@ impl Store {
 
     pub async fn create_oracle(&self, oracle: OracleRecord) -> Result<i64> {
         self.run(move |pool| async move {
-            let mut tx = pool.begin().await?;
+            let mut tx = crate::begin_write(&pool).await?;
             let insert = sqlx::query(
                 "INSERT INTO oracle_endpoint (party_id_type, endpoint_type, value, currency_id, is_default, is_active, created_date) \
                  VALUES (?, ?, ?, ?, ?, 1, ?)",

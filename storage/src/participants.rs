@@ -182,7 +182,7 @@ impl Store {
         let name = name.to_string();
         self.run(move |pool| async move {
             let now = now_text();
-            let mut tx = pool.begin().await?;
+            let mut tx = crate::begin_write(&pool).await?;
             let insert = sqlx::query(
                 "INSERT INTO participant (name, is_active, is_proxy, created_date, created_by) VALUES (?, 1, ?, ?, 'operator')",
             )
@@ -215,7 +215,7 @@ impl Store {
         let types: Vec<String> = types.iter().map(|t| t.to_string()).collect();
         self.run(move |pool| async move {
             let now = now_text();
-            let mut tx = pool.begin().await?;
+            let mut tx = crate::begin_write(&pool).await?;
             let mut ids = Vec::with_capacity(types.len());
             for account_type in types {
                 let insert = sqlx::query(
@@ -245,7 +245,7 @@ impl Store {
     pub async fn set_participant_active(&self, participant_id: i64, is_active: bool) -> Result<()> {
         self.run(move |pool| async move {
             let now = now_text();
-            let mut tx = pool.begin().await?;
+            let mut tx = crate::begin_write(&pool).await?;
             sqlx::query("UPDATE participant SET is_active = ? WHERE participant_id = ?")
                 .bind(is_active as i64)
                 .bind(participant_id)
@@ -268,7 +268,7 @@ impl Store {
     pub async fn set_account_active(&self, account_id: i64, is_active: bool) -> Result<()> {
         self.run(move |pool| async move {
             let now = now_text();
-            let mut tx = pool.begin().await?;
+            let mut tx = crate::begin_write(&pool).await?;
             sqlx::query("UPDATE participant_currency SET is_active = ? WHERE participant_currency_id = ?")
                 .bind(is_active as i64)
                 .bind(account_id)
@@ -335,7 +335,7 @@ impl Store {
     ) -> Result<i64> {
         let (name, description) = (name.to_string(), description.to_string());
         self.run(move |pool| async move {
-            let mut tx = pool.begin().await?;
+            let mut tx = crate::begin_write(&pool).await?;
             let insert = sqlx::query(
                 "INSERT INTO ledger_account_type (name, description, is_active, is_settleable, created_date) VALUES (?, ?, ?, ?, ?)",
             )
@@ -486,7 +486,7 @@ impl Store {
 
     pub async fn create_settlement_model(&self, model: SettlementModelRecord) -> Result<i64> {
         self.run(move |pool| async move {
-            let mut tx = pool.begin().await?;
+            let mut tx = crate::begin_write(&pool).await?;
             let insert = sqlx::query(
                 "INSERT INTO settlement_model (name, is_active, settlement_granularity, settlement_interchange, settlement_delay, \
                  currency_id, require_liquidity_check, ledger_account_type, settlement_account_type, auto_position_reset, created_date) \

@@ -33,7 +33,7 @@ impl Store {
     /// Stores the message unless one of its kind is already stored for the id.
     pub async fn record_quote_message(&self, message: QuoteMessage) -> Result<Recorded> {
         self.run(move |pool| async move {
-            let mut tx = pool.begin().await?;
+            let mut tx = crate::begin_write(&pool).await?;
             let seen = sqlx::query(
                 "SELECT hash FROM quote_message WHERE resource = ? AND quote_id = ? AND kind = ?",
             )

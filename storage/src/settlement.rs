@@ -150,7 +150,7 @@ impl Store {
     /// the open window.
     pub async fn close_window(&self, id: i64, reason: String) -> Result<Option<i64>> {
         self.run(move |pool| async move {
-            let mut tx = pool.begin().await?;
+            let mut tx = crate::begin_write(&pool).await?;
             if lock_open_window(&mut tx).await? != id {
                 return Ok(None);
             }
@@ -280,7 +280,7 @@ impl Store {
         window_ids: Vec<i64>,
     ) -> Result<std::result::Result<i64, CreateRefusal>> {
         self.run(move |pool| async move {
-            let mut tx = pool.begin().await?;
+            let mut tx = crate::begin_write(&pool).await?;
             let mut contents = Vec::new();
             for &window_id in &window_ids {
                 let Some(row) = sqlx::query("SELECT state FROM settlement_window WHERE settlement_window_id = ?")
@@ -464,7 +464,7 @@ impl Store {
     /// Records account steps that move no money, in one transaction.
     pub async fn record_settlement_steps(&self, steps: Vec<SettlementAccountStep>) -> Result<()> {
         self.run(move |pool| async move {
-            let mut tx = pool.begin().await?;
+            let mut tx = crate::begin_write(&pool).await?;
             write_account_steps(&mut tx, &steps, &now_text()).await?;
             tx.commit().await?;
             Ok(())
@@ -481,7 +481,7 @@ impl Store {
         reason: Option<String>,
     ) -> Result<()> {
         self.run(move |pool| async move {
-            let mut tx = pool.begin().await?;
+            let mut tx = crate::begin_write(&pool).await?;
             let now = now_text();
             set_settlement_state(&mut tx, settlement_id, &state, reason.as_deref(), &now).await?;
             if state == SETTLED || state == ABORTED {
@@ -497,7 +497,7 @@ impl Store {
     /// windows become ABORTED (the windows may be settled again).
     pub async fn abort_settlement(&self, settlement_id: i64, reason: String) -> Result<()> {
         self.run(move |pool| async move {
-            let mut tx = pool.begin().await?;
+            let mut tx = crate::begin_write(&pool).await?;
             let now = now_text();
             let accounts = sqlx::query(
                 "SELECT settlement_participant_currency_id FROM settlement_participant_currency WHERE settlement_id = ?",
@@ -545,7 +545,7 @@ impl Store {
         id: i64,
     ) -> Result<BTreeMap<i64, AccountTotals>> {
         self.run(move |pool| async move {
-            let mut tx = pool.begin().await?;
+            let mut tx = crate::begin_write(&pool).await?;
             let ids = sqlx::query(sqlx::AssertSqlSafe(format!(
                 "SELECT settlement_window_content_id FROM settlement_window_content WHERE {column} = ?"
             )))

@@ -412,3 +412,93 @@ impl Store {
         .await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::PoolSettings;
+
+    async fn exec(pool: &AnyPool, sql: &str) {
+        sqlx::raw_sql(sqlx::AssertSqlSafe(sql.to_string()))
+            .execute(pool)
+            .await
+            .expect(sql);
+    }
+
+    /// A database written before `0009_sequential_transfer_keys` keeps every
+    /// transfer and its history: each history row gets its transfer's
+    /// `transfer_seq`, a transfer loads whole by id, and a new transfer's
+    /// history is written under a sequence number after the old ones.
+    #[tokio::test]
+    async fn transfers_written_before_sequential_keys_survive_the_migration() {
+        let dir = std::env::temp_dir().join(format!("mojaswitch-seqkeys-{}", std::process::id()));
+        let url = format!("sqlite://{}/s.db", dir.display());
+        let settings = PoolSettings {
+            connections_max: 1,
+            acquire_timeout_ms: 5_000,
+        };
+        let store = Store::connect(&url, &settings).await.expect("connect");
+        let migrator = sqlx::migrate!("./migrations/sqlite");
+        migrator
+            .run_to(8, &store.pool)
+            .await
+            .expect("migrate to 0008");
+        exec(
+            &store.pool,
+            "INSERT INTO transfer (transfer_id, payer_fsp, payee_fsp, amount, currency_id, ilp_condition, expiration, \
+             expiration_ms, ilp_packet, prepare_hash, content_version, created_date) VALUES \
+             ('b', 'payer', 'payee', 100, 'USD', 'c', 'e', 1, 'p', 'h', '1.1', 'd'), \
+             ('a', 'payer', 'payee', 200, 'USD', 'c', 'e', 1, 'p', 'h', '1.1', 'd'); \
+             INSERT INTO transfer_state_change (transfer_id, state, created_date) VALUES \
+             ('b', 'RESERVED', 'd'), ('a', 'RESERVED', 'd'), ('b', 'COMMITTED', 'd'); \
+             INSERT INTO transfer_fulfilment VALUES ('b', 'f', 'ts', 1, 'd'); \
+             INSERT INTO transfer_duplicate_check VALUES ('b', 'FULFIL', 'fh', 'd'); \
+             INSERT INTO transfer_error (transfer_id, error_code, error_description, created_date) VALUES ('a', '3100', 'bad', 'd');",
+        )
+        .await;
+        migrator
+            .run(&store.pool)
+            .await
+            .expect("migrate to the newest");
+
+        let b = load(&store.pool, "b".into())
+            .await
+            .expect("load")
+            .expect("b");
+        assert_eq!(
+            (
+                b.state.as_str(),
+                b.fulfilment.as_deref(),
+                b.fulfil_hash.as_deref()
+            ),
+            ("COMMITTED", Some("f"), Some("fh"))
+        );
+        assert_eq!(b.transfer.amount, from_units(100));
+        let a = load(&store.pool, "a".into())
+            .await
+            .expect("load")
+            .expect("a");
+        assert_eq!(a.state, "RESERVED");
+        assert_eq!(a.last_error, Some(("3100".into(), "bad".into())));
+
+        let mut conn = store.pool.acquire().await.expect("acquire");
+        let old = seqs_of(&mut conn, &["a", "b", "missing"])
+            .await
+            .expect("seqs");
+        assert_eq!(old.len(), 2, "unknown ids have no sequence number");
+        drop(conn);
+        exec(
+            &store.pool,
+            "INSERT INTO transfer (transfer_id, payer_fsp, payee_fsp, amount, currency_id, ilp_condition, expiration, \
+             expiration_ms, ilp_packet, prepare_hash, content_version, created_date) VALUES \
+             ('c', 'payer', 'payee', 300, 'USD', 'c', 'e', 1, 'p', 'h', '1.1', 'd')",
+        )
+        .await;
+        let mut conn = store.pool.acquire().await.expect("acquire");
+        let new = seqs_of(&mut conn, &["c"]).await.expect("seqs");
+        assert!(new["c"] > old["a"].max(old["b"]), "{new:?} after {old:?}");
+        drop(conn);
+        store.close().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}

@@ -11,7 +11,7 @@
 use tokio::sync::{mpsc, oneshot};
 
 use crate::ledger::{apply_in_transaction, ApplyError, LedgerWrite};
-use crate::{Backend, Result, StorageError, Store};
+use crate::{Result, StorageError, Store};
 
 /// Limits of the writer.
 #[derive(Debug, Clone, Copy)]
@@ -41,7 +41,7 @@ impl BatchWriter {
         let pool = store.pool.clone();
         store
             .runtime
-            .spawn(run(pool, store.backend, requests, limits.batch_writes_max));
+            .spawn(run(pool, requests, limits.batch_writes_max));
         BatchWriter { queue }
     }
 
@@ -100,12 +100,7 @@ async fn gather(requests: &mut mpsc::Receiver<Request>, batch: &mut Vec<Request>
     }
 }
 
-async fn run(
-    pool: sqlx::AnyPool,
-    backend: Backend,
-    mut requests: mpsc::Receiver<Request>,
-    batch_writes_max: usize,
-) {
+async fn run(pool: sqlx::AnyPool, mut requests: mpsc::Receiver<Request>, batch_writes_max: usize) {
     let mut batch: Vec<Request> = Vec::with_capacity(batch_writes_max);
     let mut last_writes = 0;
     while let Some(first) = requests.recv().await {
@@ -120,7 +115,7 @@ async fn run(
             merged.append(request.write.clone());
         }
         let started = std::time::Instant::now();
-        let outcome = apply_in_transaction(&pool, backend, &merged).await;
+        let outcome = apply_in_transaction(&pool, &merged).await;
         tracing::debug!(
             writes = batch.len(),
             changes = merged.changes.len(),
@@ -135,7 +130,7 @@ async fn run(
                 // bad write fails only its own sender.
                 tracing::warn!(%error, writes = batch.len(), "ledger batch failed; writing its requests one by one");
                 for request in batch.drain(..) {
-                    let outcome = apply_in_transaction(&pool, backend, &request.write).await;
+                    let outcome = apply_in_transaction(&pool, &request.write).await;
                     if let Err(error) = &outcome {
                         tracing::error!(%error, "ledger write failed");
                     }
