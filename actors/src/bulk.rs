@@ -400,6 +400,10 @@ fn refusal(delivered: Result<Result<(), FspiopError>, AskError>) -> Option<Fspio
             "the transfer did not answer in time",
         )),
         Err(AskError::Gone) => Some(FspiopError::internal("transfer actor stopped")),
+        Err(AskError::Unavailable(why)) => Some(FspiopError::new(
+            ErrorCode::ServiceUnavailable,
+            format!("the transfer is not reachable now ({why})"),
+        )),
     }
 }
 

@@ -6,7 +6,7 @@ use std::fmt;
 
 /// FSPIOP error codes (API Definition v1.1 section 7.6, plus the Mojaloop
 /// scheme-range codes the reference hub uses).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum ErrorCode {
     CommunicationError,
     InternalServerError,
@@ -109,7 +109,7 @@ impl ErrorCode {
 }
 
 /// A refusal with its FSPIOP code and a description of the cause.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FspiopError {
     pub code: ErrorCode,
     pub detail: String,

@@ -22,7 +22,7 @@ use switch_storage::Store;
 
 use crate::error::{ErrorCode, FspiopError};
 use crate::position::rules::PositionCommand;
-use crate::position::{PositionDirectory, PositionKey, PositionRequest};
+use crate::position::{PositionKey, PositionRequest, Positions};
 
 pub const PS_TRANSFERS_RECORDED: &str = "PS_TRANSFERS_RECORDED";
 pub const PS_TRANSFERS_RESERVED: &str = "PS_TRANSFERS_RESERVED";
@@ -49,14 +49,14 @@ pub type SettlementDirectory = Directory<SettlementKey, SettlementActor>;
 
 pub struct SettlementActor {
     store: Store,
-    positions: Arc<PositionDirectory>,
+    positions: Arc<Positions>,
     position_timeout: Duration,
 }
 
 pub fn settlement_directory(
     shards: Arc<Shards>,
     store: Store,
-    positions: Arc<PositionDirectory>,
+    positions: Arc<Positions>,
     position_timeout: Duration,
 ) -> SettlementDirectory {
     Directory::new(shards, 64, move |_: &SettlementKey| SettlementActor {
@@ -283,7 +283,7 @@ pub fn next_step(state: &str) -> Option<&'static str> {
 
 struct Steps {
     store: Store,
-    positions: Arc<PositionDirectory>,
+    positions: Arc<Positions>,
     position_timeout: Duration,
 }
 
@@ -390,8 +390,12 @@ impl Steps {
             currency: account.currency.clone(),
         };
         // No redelivery: a money-moving command is sent exactly once.
-        let addr = self.positions.get(&key);
-        match switch_cluster::ask(&addr, PositionRequest(command), self.position_timeout).await {
+        let request = PositionRequest::new(command);
+        match self
+            .positions
+            .ask(&key, request, self.position_timeout)
+            .await
+        {
             Ok(answer) => answer.map(|_| ()),
             Err(error) => Err(FspiopError::new(
                 ErrorCode::ServiceUnavailable,

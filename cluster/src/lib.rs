@@ -12,6 +12,8 @@
 //! transport, and nothing of the business rules; actors are built by a
 //! factory handed in by `actors`.
 
+pub mod coordinator;
+pub mod placement;
 pub mod timers;
 
 use std::collections::HashMap;
@@ -146,6 +148,17 @@ where
         }
     }
 
+    /// Forgets the actors whose key matches: each finishes what its
+    /// mailbox holds and stops once nothing refers to it; the next message
+    /// for such a key starts a fresh actor.
+    pub fn forget_where(&self, matches: impl Fn(&K) -> bool) {
+        let mut actors = self
+            .actors
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        actors.retain(|key, _| !matches(key));
+    }
+
     /// Number of actors known (live or not yet collected).
     pub fn len(&self) -> usize {
         self.actors.lock().map(|a| a.len()).unwrap_or(0)
@@ -163,6 +176,9 @@ pub enum AskError {
     Timeout(Duration),
     #[error("actor stopped before answering")]
     Gone,
+    /// Cluster mode: no live owner, or its node did not take the message.
+    #[error("owner unavailable: {0}")]
+    Unavailable(String),
 }
 
 /// Sends `msg` and waits for the answer at most `timeout`.

@@ -87,6 +87,22 @@ pub struct Config {
     pub callback_concurrency_max: usize,
     /// Callbacks waiting for delivery at most; beyond it new ones are dropped and counted.
     pub callback_queue_capacity: usize,
+    /// Cluster mode: the prefix of every Redis key (clusters sharing one Redis
+    /// need different names).
+    pub cluster_name: String,
+    /// Cluster mode: this node's name in Redis (empty: `node-<pid>-<random>`).
+    pub node_id: String,
+    /// Cluster mode: port of the node-to-node channel (not for DFSPs or operators).
+    pub cluster_port: u16,
+    /// Cluster mode: the address other nodes reach this node's cluster port at.
+    pub cluster_advertise_address: String,
+    /// Cluster mode: how often a node renews its membership and its leases.
+    pub heartbeat_interval_ms: u64,
+    /// Cluster mode: a node (and its leases) silent this long is dead.
+    pub node_ttl_ms: u64,
+    /// Cluster mode: requests forwarded to one peer and not yet answered at
+    /// most; beyond it the edge answers 2003.
+    pub forward_in_flight_max: usize,
 }
 
 impl Default for Config {
@@ -123,6 +139,13 @@ impl Default for Config {
             callback_retries_max: 3,
             callback_concurrency_max: 256,
             callback_queue_capacity: 100_000,
+            cluster_name: "mojaswitch".into(),
+            node_id: String::new(),
+            cluster_port: 3010,
+            cluster_advertise_address: "127.0.0.1".into(),
+            heartbeat_interval_ms: 500,
+            node_ttl_ms: 3_000,
+            forward_in_flight_max: 4_096,
         }
     }
 }
@@ -210,6 +233,15 @@ impl Config {
                 "must be empty or start with redis:// or rediss://",
             );
         }
+        if !self.redis_url.is_empty() && !self.database_url.starts_with("mysql://") {
+            return bad(
+                "redis_url",
+                "cluster mode (redis_url set) needs a mysql:// database_url shared by every node",
+            );
+        }
+        if self.cluster_name.is_empty() || self.cluster_name.len() > 64 {
+            return bad("cluster_name", "must be 1 to 64 characters");
+        }
         if self.db_connections_max == 0 || self.db_connections_max > 1000 {
             return bad("db_connections_max", "must be between 1 and 1000");
         }
@@ -277,6 +309,35 @@ impl Config {
         if self.actor_threads > 64 {
             return bad("actor_threads", "must be at most 64");
         }
+        if self.heartbeat_interval_ms == 0 || self.node_ttl_ms < 3 * self.heartbeat_interval_ms {
+            return bad(
+                "node_ttl_ms",
+                "must be at least three heartbeat_interval_ms (and the interval positive)",
+            );
+        }
+        if self.forward_in_flight_max == 0 {
+            return bad("forward_in_flight_max", "must be positive");
+        }
+        let ports = [self.fspiop_port, self.operator_port];
+        if !self.redis_url.is_empty()
+            && self.cluster_port != 0
+            && ports.contains(&self.cluster_port)
+        {
+            return bad(
+                "cluster_port",
+                "must differ from fspiop_port and operator_port",
+            );
+        }
+        if self.node_id.len() > 64
+            || self
+                .node_id
+                .contains(|c: char| c.is_whitespace() || c == ':')
+        {
+            return bad(
+                "node_id",
+                "must be at most 64 characters, without spaces or ':'",
+            );
+        }
         if self.callback_retries_max > 10 {
             return bad("callback_retries_max", "must be at most 10");
         }
@@ -289,6 +350,11 @@ impl Config {
         shown.database_url = redact_url(&shown.database_url);
         shown.redis_url = redact_url(&shown.redis_url);
         toml::to_string(&shown).unwrap_or_else(|e| format!("# cannot render: {e}\n"))
+    }
+
+    /// True when placement, membership and timers live in Redis.
+    pub fn is_cluster(&self) -> bool {
+        !self.redis_url.is_empty()
     }
 
     /// True when the switch runs on the embedded SQLite database.

@@ -7,6 +7,7 @@
 //! Architecture invariant: `http` knows FSPIOP and HTTP, not SQL; it never
 //! changes a balance itself, it asks the owning position actor.
 
+pub mod cluster;
 pub mod endpoints;
 pub mod errors;
 pub mod fspiop;

@@ -48,6 +48,12 @@ struct Cli {
     /// Log filter, e.g. info or debug.
     #[arg(long, global = true)]
     log_level: Option<String>,
+    /// Cluster mode: this node's name (default node-<pid>-<random>).
+    #[arg(long, global = true)]
+    node_id: Option<String>,
+    /// Cluster mode: port of the node-to-node channel.
+    #[arg(long, global = true)]
+    cluster_port: Option<u16>,
     #[command(subcommand)]
     command: Option<Command>,
 }
@@ -78,6 +84,8 @@ impl Cli {
         put("fspiop_port", self.fspiop_port.map(|p| p.to_string()));
         put("operator_port", self.operator_port.map(|p| p.to_string()));
         put("log_level", self.log_level.clone());
+        put("node_id", self.node_id.clone());
+        put("cluster_port", self.cluster_port.map(|p| p.to_string()));
         flags
     }
 }

@@ -24,11 +24,14 @@ use switch_storage::{PoolSettings, Store};
 use switch_actors::bulk::{bulk_directory, BulkServices};
 use switch_actors::participants::ParticipantCache;
 use switch_actors::position::PositionLimits;
+use switch_actors::position::Positions;
 use switch_actors::settlement::{
     settlement_directory, CloseWindow, SettlementDirectory, SettlementKey,
 };
 use switch_actors::transfer::rules::TransferSettings;
 use switch_actors::transfer::{system_clock_ms, transfer_directory, Expire, TransferServices};
+use switch_cluster::coordinator::{self, NodeSettings, SlotHooks};
+use switch_cluster::placement::{transfer_slot, Placement, Route};
 use switch_cluster::timers::{LocalTimers, Timers};
 use switch_cluster::Directory;
 use switch_storage::loader::{LoaderLimits, TransferLoader};
@@ -106,19 +109,124 @@ pub fn serve(config: Config) -> Result<(), StartError> {
             Some(probe)
         }
     };
+    let coordination = match &redis {
+        Some(_) => Some(runtime.block_on(connect_cluster(&config))?),
+        None => None,
+    };
     let system = actix_web::rt::System::new();
-    let result = system.block_on(run(config, store.clone(), redis, runtime.handle().clone()));
+    let result = system.block_on(run(
+        config,
+        store.clone(),
+        redis,
+        coordination,
+        runtime.handle().clone(),
+    ));
     runtime.block_on(store.close());
     runtime.shutdown_timeout(Duration::from_secs(5));
     result
+}
+
+/// This node's Redis connection for the heartbeat, and who it is.
+struct Coordination {
+    conn: redis::aio::ConnectionManager,
+    settings: NodeSettings,
+}
+
+async fn connect_cluster(config: &Config) -> Result<Coordination, StartError> {
+    let heartbeat = Duration::from_millis(config.heartbeat_interval_ms);
+    let conn = coordinator::connect(&config.redis_url, heartbeat.max(Duration::from_secs(1)))
+        .await
+        .map_err(|e| StartError::Redis {
+            url: switch_config::redact_url(&config.redis_url),
+            reason: e.to_string(),
+        })?;
+    let node = match config.node_id.as_str() {
+        "" => format!(
+            "node-{}-{}",
+            std::process::id(),
+            &uuid::Uuid::new_v4().simple().to_string()[..8]
+        ),
+        named => named.to_string(),
+    };
+    let settings = NodeSettings {
+        namespace: config.cluster_name.clone(),
+        node,
+        address: format!(
+            "{}:{}",
+            config.cluster_advertise_address, config.cluster_port
+        ),
+        heartbeat,
+        ttl: Duration::from_millis(config.node_ttl_ms),
+    };
+    Ok(Coordination { conn, settings })
+}
+
+/// What the heartbeat does to this node's actors when slots come and go.
+struct SlotEvents {
+    store: Store,
+    positions: Arc<Positions>,
+    transfers: Arc<switch_actors::transfer::TransferDirectory>,
+    timers: Arc<dyn Timers>,
+}
+
+impl SlotHooks for SlotEvents {
+    fn raise_epoch(
+        &self,
+        slot: u32,
+        node: &str,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<i64, String>> + Send>> {
+        let store = self.store.clone();
+        let node = node.to_string();
+        Box::pin(async move {
+            store
+                .raise_slot_epoch(slot, &node)
+                .await
+                .map_err(|e| e.to_string())
+        })
+    }
+
+    fn acquired(&self, slot: u32, _epoch: i64) {
+        // The slot's unfinished transfers get their expiry timers here,
+        // whoever armed them before (a dead node, or a Redis that restarted).
+        let store = self.store.clone();
+        let timers = self.timers.clone();
+        tokio::spawn(async move {
+            match store.unfinished_transfers().await {
+                Ok(unfinished) => {
+                    for (id, expiration_ms) in unfinished {
+                        if transfer_slot(&id) == slot {
+                            timers.schedule(&id, expiration_ms);
+                        }
+                    }
+                }
+                Err(error) => {
+                    tracing::error!(slot, %error, "cannot re-arm the slot's expiry timers")
+                }
+            }
+        });
+    }
+
+    fn lost(&self, slot: u32) {
+        self.positions.forget_slot(slot);
+        self.transfers
+            .forget_where(|id: &String| transfer_slot(id) == slot);
+    }
 }
 
 async fn run(
     config: Config,
     store: Store,
     redis: Option<RedisProbe>,
+    coordination: Option<Coordination>,
     io: tokio::runtime::Handle,
 ) -> Result<(), StartError> {
+    let placement = Arc::new(match &coordination {
+        Some(c) => Placement::cluster(&c.settings.node),
+        None => Placement::embedded(),
+    });
+    let peers = coordination.as_ref().map(|c| {
+        crate::cluster::Peers::new(&c.settings.node, io.clone(), config.forward_in_flight_max)
+    });
     let schemas = Arc::new(Schemas::load().map_err(StartError::Schemas)?);
     let shards = Arc::new(Shards::start(config.actor_threads));
     let writer = BatchWriter::start(
@@ -136,7 +244,7 @@ async fn run(
             queue_capacity: config.writer_queue_capacity,
         },
     );
-    let positions = Arc::new(switch_actors::position::position_directory(
+    let local_positions = switch_actors::position::position_directory(
         shards.clone(),
         store.clone(),
         writer.clone(),
@@ -145,6 +253,15 @@ async fn run(
             mailbox_capacity: config.position_mailbox_capacity,
             pending_max: config.position_pending_max,
         },
+        placement.clone(),
+    );
+    let remote_positions = peers
+        .clone()
+        .map(|p| Arc::new(p) as Arc<dyn switch_actors::position::RemotePositions>);
+    let positions = Arc::new(Positions::new(
+        local_positions,
+        placement.clone(),
+        remote_positions,
     ));
     let metrics = Metrics::new();
     let endpoints = EndpointCache::new(store.clone());
@@ -168,6 +285,7 @@ async fn run(
         writer,
         loader,
         positions: positions.clone(),
+        placement: placement.clone(),
         participants: participants.clone(),
         notifier: Arc::new(notifier.clone()),
         timers: timers.clone(),
@@ -184,11 +302,32 @@ async fn run(
         services,
         config.transfer_mailbox_capacity,
     ));
-    for (id, expiration_ms) in store.unfinished_transfers().await? {
-        timers.schedule(&id, expiration_ms);
+    if let Some(coordination) = coordination {
+        // Timers are armed per slot as the heartbeat acquires slots.
+        let events = Arc::new(SlotEvents {
+            store: store.clone(),
+            positions: positions.clone(),
+            transfers: transfers.clone(),
+            timers: timers.clone(),
+        });
+        io.spawn(coordinator::run(
+            coordination.conn,
+            coordination.settings,
+            placement.clone(),
+            events,
+        ));
+    } else {
+        for (id, expiration_ms) in store.unfinished_transfers().await? {
+            timers.schedule(&id, expiration_ms);
+        }
     }
     let tick = Duration::from_millis(config.expiry_tick_ms);
-    actix_web::rt::spawn(fire_expired(timers, transfers.clone(), tick));
+    actix_web::rt::spawn(fire_expired(
+        timers,
+        transfers.clone(),
+        tick,
+        Some(placement.clone()),
+    ));
     let bulk_timers: Arc<dyn Timers> = Arc::new(LocalTimers::default());
     let bulks = Arc::new(bulk_directory(
         shards.clone(),
@@ -205,8 +344,17 @@ async fn run(
     for (id, expiration_ms) in store.unfinished_bulks().await? {
         bulk_timers.schedule(&id, expiration_ms);
     }
-    actix_web::rt::spawn(fire_expired(bulk_timers, bulks.clone(), tick));
-    finish_gross_settlements(&store, &positions, config.actor_reply_timeout_ms).await?;
+    actix_web::rt::spawn(fire_expired(bulk_timers, bulks.clone(), tick, None));
+    if placement.is_cluster() {
+        actix_web::rt::spawn(finish_gross_settlements_when_placed(
+            store.clone(),
+            positions.clone(),
+            placement.clone(),
+            config.actor_reply_timeout_ms,
+        ));
+    } else {
+        finish_gross_settlements(&store, &positions, config.actor_reply_timeout_ms).await?;
+    }
     let settlements = Arc::new(settlement_directory(
         shards.clone(),
         store.clone(),
@@ -218,6 +366,7 @@ async fn run(
         actix_web::rt::spawn(close_windows_on_schedule(
             store.clone(),
             settlements.clone(),
+            placement.clone(),
             every,
         ));
     }
@@ -227,6 +376,8 @@ async fn run(
         config: config.clone(),
         store,
         positions,
+        placement: placement.clone(),
+        peers: peers.clone(),
         transfers,
         bulks,
         settlements,
@@ -260,12 +411,31 @@ async fn run(
         database = %switch_config::redact_url(&config.database_url),
         "mojaswitch listening"
     );
+    // The node-to-node channel (cluster mode only).
+    let internal = match peers {
+        Some(_) => Some(listener(
+            &config,
+            config.cluster_port,
+            state.clone(),
+            "cluster",
+            crate::cluster::routes,
+        )?),
+        None => None,
+    };
+    let internal_handle = internal.as_ref().map(|server| server.handle());
+    if let Some(internal) = internal {
+        tracing::info!(cluster_port = config.cluster_port, node = %placement.node(), "node-to-node channel listening");
+        actix_web::rt::spawn(internal);
+    }
     let (operator_handle, fspiop_handle) = (operator.handle(), fspiop.handle());
     let servers =
         actix_web::rt::spawn(async move { futures::future::join(operator, fspiop).await });
     wait_for_signal().await;
     tracing::info!("shutting down: draining in-flight requests");
     futures::future::join(operator_handle.stop(true), fspiop_handle.stop(true)).await;
+    if let Some(handle) = internal_handle {
+        handle.stop(true).await;
+    }
     let _ = servers.await;
     let undelivered = notifier_for_shutdown
         .drain(Duration::from_millis(config.shutdown_timeout_ms))
@@ -282,8 +452,15 @@ async fn run(
 const EXPIRIES_PER_TICK_MAX: usize = 10_000;
 
 /// Asks each transfer (or bulk) whose timer is due to check its expiry.
-async fn fire_expired<A>(timers: Arc<dyn Timers>, actors: Arc<Directory<String, A>>, tick: Duration)
-where
+///
+/// With a `placement` (transfers), a timer whose slot this node no longer
+/// owns is dropped: the slot's new owner armed it again from the database.
+async fn fire_expired<A>(
+    timers: Arc<dyn Timers>,
+    actors: Arc<Directory<String, A>>,
+    tick: Duration,
+    placement: Option<Arc<Placement>>,
+) where
     A: actix::Actor<Context = actix::Context<A>> + actix::Handler<Expire> + Send,
 {
     let mut interval = tokio::time::interval(tick);
@@ -291,6 +468,12 @@ where
         interval.tick().await;
         let now = system_clock_ms();
         for id in timers.take_due(now, EXPIRIES_PER_TICK_MAX) {
+            let owned = placement.as_ref().is_none_or(|placement| {
+                matches!(placement.route(transfer_slot(&id)), Route::Local { .. })
+            });
+            if !owned {
+                continue;
+            }
             let addr = actors.get(&id);
             let timers = timers.clone();
             let retry_at = now + tick.as_millis() as i64;
@@ -405,15 +588,22 @@ fn as_fspiop<B>(
 
 /// Closes the open settlement window every `every` (the
 /// `settlement_window_close_interval_s` schedule).
+///
+/// In cluster mode only the owner of slot 0 closes, so one close happens per
+/// interval however many nodes run.
 async fn close_windows_on_schedule(
     store: Store,
     settlements: Arc<SettlementDirectory>,
+    placement: Arc<Placement>,
     every: Duration,
 ) {
     let mut ticks = tokio::time::interval(every);
     ticks.tick().await;
     loop {
         ticks.tick().await;
+        if !matches!(placement.route(0), Route::Local { .. }) {
+            continue;
+        }
         let id = match store.open_window().await {
             Ok(id) => id,
             Err(error) => {
@@ -443,9 +633,30 @@ async fn close_windows_on_schedule(
 /// Writes the payer's side of gross settlements that a stop interrupted
 /// between the payee's commit and the payer's batch. Runs before the
 /// listeners open, so no live commit can race it.
+/// Cluster mode: [`finish_gross_settlements`] once every slot has an owner,
+/// retried every few seconds until it succeeds. (Any node may run it: each
+/// payer's side is one idempotent command to the payer's position.)
+async fn finish_gross_settlements_when_placed(
+    store: Store,
+    positions: Arc<Positions>,
+    placement: Arc<Placement>,
+    timeout_ms: u64,
+) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        if placement.unowned() > 0 {
+            continue;
+        }
+        match finish_gross_settlements(&store, &positions, timeout_ms).await {
+            Ok(()) => return,
+            Err(error) => tracing::warn!(%error, "gross settlements not finished yet; retrying"),
+        }
+    }
+}
+
 async fn finish_gross_settlements(
     store: &Store,
-    positions: &Arc<switch_actors::position::PositionDirectory>,
+    positions: &Arc<Positions>,
     timeout_ms: u64,
 ) -> Result<(), StartError> {
     use switch_actors::position::rules::PositionCommand;
@@ -459,13 +670,13 @@ async fn finish_gross_settlements(
             transfer_id: unsettled.transfer_id.clone(),
             amount: unsettled.amount,
         };
-        let addr = positions.get(&key);
-        match switch_cluster::ask(
-            &addr,
-            PositionRequest(settle),
-            Duration::from_millis(timeout_ms),
-        )
-        .await
+        match positions
+            .ask(
+                &key,
+                PositionRequest::new(settle),
+                Duration::from_millis(timeout_ms),
+            )
+            .await
         {
             Ok(Ok(_)) => {
                 tracing::info!(transfer_id = %unsettled.transfer_id, "finished the payer's side of a gross settlement")

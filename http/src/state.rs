@@ -4,9 +4,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use switch_actors::position::rules::PositionCommand;
-use switch_actors::position::{PositionDirectory, PositionKey, PositionReply, PositionRequest};
+use switch_actors::position::{PositionKey, PositionReply, PositionRequest, Positions};
 use switch_actors::ErrorCode;
-use switch_cluster::{ask, AskError};
+use switch_cluster::placement::Placement;
+use switch_cluster::AskError;
 use switch_config::Config;
 use switch_storage::Store;
 
@@ -23,7 +24,11 @@ use crate::notifier::HttpNotifier;
 pub struct AppState {
     pub config: Config,
     pub store: Store,
-    pub positions: Arc<PositionDirectory>,
+    pub positions: Arc<Positions>,
+    /// Which node owns which slot (every slot local in the embedded default).
+    pub placement: Arc<Placement>,
+    /// Cluster mode: the node-to-node channel.
+    pub peers: Option<crate::cluster::Peers>,
     pub transfers: Arc<TransferDirectory>,
     pub bulks: Arc<switch_actors::bulk::BulkDirectory>,
     pub settlements: Arc<switch_actors::settlement::SettlementDirectory>,
@@ -46,6 +51,10 @@ fn unanswered(error: AskError) -> ApiError {
             "the switch did not finish in time; the request may still complete, repeat it to learn the outcome",
         ),
         AskError::Gone => ApiError::new(ErrorCode::InternalServerError, "actor stopped before answering"),
+        AskError::Unavailable(why) => ApiError::new(
+            ErrorCode::ServiceUnavailable,
+            format!("not reachable now ({why}); retry later"),
+        ),
     }
 }
 
@@ -81,9 +90,9 @@ impl AppState {
             participant: participant.to_string(),
             currency: currency.to_string(),
         };
-        let addr = self.positions.get(&key);
         let timeout = Duration::from_millis(self.config.actor_reply_timeout_ms);
-        match ask(&addr, PositionRequest(command), timeout).await {
+        let request = PositionRequest::new(command);
+        match self.positions.ask(&key, request, timeout).await {
             Ok(answer) => answer.map_err(ApiError::from),
             Err(error) => Err(unanswered(error)),
         }

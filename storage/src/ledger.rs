@@ -82,6 +82,9 @@ pub struct LedgerWrite {
     pub gross_payee: Vec<(String, i64)>,
     /// Transfers whose payer side was settled gross: completes them.
     pub gross_payer: Vec<String>,
+    /// Cluster mode: the slot epochs this write is valid under (the
+    /// position's and the transfer's); empty in the embedded default.
+    pub fences: Vec<crate::fence::Fence>,
 }
 
 impl LedgerWrite {
@@ -96,6 +99,7 @@ impl LedgerWrite {
         self.settlement_steps.extend(other.settlement_steps);
         self.gross_payee.extend(other.gross_payee);
         self.gross_payer.extend(other.gross_payer);
+        self.fences.extend(other.fences);
     }
 
     pub fn is_empty(&self) -> bool {
@@ -258,6 +262,8 @@ pub(crate) async fn apply_in_transaction(
 }
 
 async fn write_rows(tx: &mut Transaction<'static, Any>, write: &LedgerWrite) -> Result<()> {
+    // First, so the shared locks come before any other lock of the batch.
+    crate::fence::check_fences(tx, &write.fences).await?;
     let now = now_text();
     for transfer in &write.admin_transfers {
         sqlx::query(

@@ -19,6 +19,7 @@
 pub mod amount;
 pub mod bulk;
 pub mod check;
+pub mod fence;
 pub mod ledger;
 pub mod loader;
 pub mod lookup;
@@ -52,6 +53,12 @@ pub enum StorageError {
     Invariant(String),
     #[error("batched lookup failed: {0}")]
     Lookup(String),
+    #[error("slot {slot} is fenced: this write carries epoch {epoch}, the database has {current:?} (another node owns the slot now)")]
+    Fenced {
+        slot: u32,
+        epoch: i64,
+        current: Option<i64>,
+    },
 }
 
 impl StorageError {

@@ -100,7 +100,7 @@ pub struct SettlementFilter {
 }
 
 /// A state step of one settlement account, recorded with its history row.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct SettlementAccountStep {
     pub settlement_account_id: i64,
     pub state: String,

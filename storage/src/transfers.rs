@@ -9,7 +9,7 @@ use std::collections::{BTreeSet, HashMap};
 use crate::{col, from_units, to_units, Result, StorageError, Store};
 
 /// A prepare as it is stored.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct NewTransfer {
     pub transfer_id: String,
     pub payer_fsp: String,
@@ -26,21 +26,21 @@ pub struct NewTransfer {
     pub bulk_transfer_id: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TransferStateChange {
     pub transfer_id: String,
     pub state: String,
     pub reason: Option<String>,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct NewFulfilment {
     pub transfer_id: String,
     pub fulfilment: String,
     pub completed_timestamp: String,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct NewTransferError {
     pub transfer_id: String,
     pub error_code: String,
@@ -48,7 +48,7 @@ pub struct NewTransferError {
 }
 
 /// Hash of a payee message (`FULFIL` or `ERROR`) for duplicate detection.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct MessageHash {
     pub transfer_id: String,
     pub kind: String,

@@ -17,7 +17,9 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use actix::prelude::*;
-use switch_cluster::{Directory, Shards};
+use switch_cluster::placement::{position_slot, Placement, Route};
+use switch_cluster::{ask, AskError, Directory, Shards};
+use switch_storage::fence::Fence;
 use switch_storage::ledger::AdminTransferRecord;
 use switch_storage::writer::BatchWriter;
 use switch_storage::Store;
@@ -27,19 +29,34 @@ use crate::error::{ErrorCode, FspiopError};
 use rules::{Account, NetDebitCap, Outcome, PositionBook, PositionCommand};
 
 /// The key of a position actor.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct PositionKey {
     pub participant: String,
     pub currency: String,
 }
 
 /// Asks the position actor to apply a command.
-#[derive(Debug, Message)]
+#[derive(Debug, Clone, Message, serde::Serialize, serde::Deserialize)]
 #[rtype(result = "Result<PositionReply, FspiopError>")]
-pub struct PositionRequest(pub PositionCommand);
+pub struct PositionRequest {
+    pub command: PositionCommand,
+    /// Cluster mode: the requesting transfer's slot epoch; the write is
+    /// refused by the database if that transfer's owner changed since.
+    pub fence: Option<Fence>,
+}
+
+impl PositionRequest {
+    /// A request from the operator or a settlement (no transfer owner to fence).
+    pub fn new(command: PositionCommand) -> Self {
+        PositionRequest {
+            command,
+            fence: None,
+        }
+    }
+}
 
 /// The book after the command, whether it was a repeat, and how it ended.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PositionReply {
     pub book: PositionBook,
     pub duplicate: bool,
@@ -65,6 +82,9 @@ pub struct PositionLimits {
 
 pub struct PositionActor {
     key: PositionKey,
+    /// Cluster mode: this node's epoch of the position's slot when the actor
+    /// started; every write carries it.
+    fence: Option<Fence>,
     store: Store,
     writer: BatchWriter,
     hub_name: String,
@@ -79,17 +99,19 @@ pub struct PositionActor {
 
 pub type PositionDirectory = Directory<PositionKey, PositionActor>;
 
-/// The directory through which every position actor is reached.
+/// The directory of this node's position actors.
 pub fn position_directory(
     shards: Arc<Shards>,
     store: Store,
     writer: BatchWriter,
     hub_name: String,
     limits: PositionLimits,
+    placement: Arc<Placement>,
 ) -> PositionDirectory {
     Directory::new(shards, limits.mailbox_capacity, move |key: &PositionKey| {
         PositionActor {
             key: key.clone(),
+            fence: fence_of(&placement, position_slot(&key.participant, &key.currency)),
             store: store.clone(),
             writer: writer.clone(),
             hub_name: hub_name.clone(),
@@ -100,6 +122,107 @@ pub fn position_directory(
             unsaved_admin: HashMap::new(),
         }
     })
+}
+
+/// The fence a new actor of `slot` writes under: none in the embedded
+/// default; in cluster mode this node's epoch, or one that no write can
+/// match if the node does not own the slot (any write is then refused).
+pub fn fence_of(placement: &Placement, slot: u32) -> Option<Fence> {
+    if !placement.is_cluster() {
+        return None;
+    }
+    let epoch = placement.local_epoch(slot).unwrap_or(-1);
+    Some(Fence { slot, epoch })
+}
+
+/// A position actor's answer.
+pub type PositionAnswer = Result<PositionReply, FspiopError>;
+
+/// The future of a request sent to another node.
+pub type RemoteAnswer =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<PositionAnswer, AskError>> + Send>>;
+
+/// Sends a position request to the node that owns the position.
+pub trait RemotePositions: Send + Sync {
+    fn ask(
+        &self,
+        address: &str,
+        key: &PositionKey,
+        request: &PositionRequest,
+        timeout: std::time::Duration,
+    ) -> RemoteAnswer;
+}
+
+/// Every position, wherever it lives: the local actors of the slots this
+/// node owns, and the owning node's for the rest.
+pub struct Positions {
+    local: PositionDirectory,
+    placement: Arc<Placement>,
+    remote: Option<Arc<dyn RemotePositions>>,
+}
+
+impl Positions {
+    pub fn new(
+        local: PositionDirectory,
+        placement: Arc<Placement>,
+        remote: Option<Arc<dyn RemotePositions>>,
+    ) -> Positions {
+        Positions {
+            local,
+            placement,
+            remote,
+        }
+    }
+
+    /// Sends `request` to the position's actor, here or on its owner, and
+    /// waits for the durable answer. Sent once: a money-moving command is
+    /// never redelivered by this layer.
+    pub async fn ask(
+        &self,
+        key: &PositionKey,
+        request: PositionRequest,
+        timeout: std::time::Duration,
+    ) -> Result<PositionAnswer, AskError> {
+        match self
+            .placement
+            .route(position_slot(&key.participant, &key.currency))
+        {
+            Route::Local { .. } => ask(&self.local.get(key), request, timeout).await,
+            Route::Remote { address, .. } => match &self.remote {
+                Some(remote) => remote.ask(&address, key, &request, timeout).await,
+                None => Err(AskError::Unavailable("no node-to-node channel".into())),
+            },
+            Route::Unavailable { slot } => Err(AskError::Unavailable(format!(
+                "slot {slot} has no live owner"
+            ))),
+        }
+    }
+
+    /// For the node-to-node channel: handles `request` only if this node
+    /// owns the position now (never a second hop).
+    pub async fn ask_here(
+        &self,
+        key: &PositionKey,
+        request: PositionRequest,
+        timeout: std::time::Duration,
+    ) -> Result<PositionAnswer, AskError> {
+        match self
+            .placement
+            .route(position_slot(&key.participant, &key.currency))
+        {
+            Route::Local { .. } => ask(&self.local.get(key), request, timeout).await,
+            _ => Err(AskError::Unavailable(
+                "this node does not own the position".into(),
+            )),
+        }
+    }
+
+    /// Drops this node's actors of `slot` (its lease is gone): they finish
+    /// what they hold and stop; the next owner reloads from the database.
+    pub fn forget_slot(&self, slot: u32) {
+        self.local
+            .forget_where(|key| position_slot(&key.participant, &key.currency) == slot);
+    }
 }
 
 impl Actor for PositionActor {
@@ -169,7 +292,9 @@ impl Handler<PositionRequest> for PositionActor {
 
     fn handle(&mut self, request: PositionRequest, ctx: &mut Self::Context) -> Self::Result {
         let (answer, answered) = oneshot::channel();
-        match request.0.admin_transfer_id().map(str::to_string) {
+        let fences: Vec<Fence> = self.fence.into_iter().chain(request.fence).collect();
+        let command = request.command;
+        match command.admin_transfer_id().map(str::to_string) {
             Some(id) if !self.unsaved_admin.contains_key(&id) => {
                 // Operator transfers need their stored record first; the
                 // mailbox waits so no other change slips in between.
@@ -179,7 +304,7 @@ impl Handler<PositionRequest> for PositionActor {
                     lookup
                         .into_actor(self)
                         .map(move |existing, actor, ctx| match existing {
-                            Ok(existing) => actor.decide(request.0, existing, answer, ctx),
+                            Ok(existing) => actor.decide(command, fences, existing, answer, ctx),
                             Err(error) => {
                                 let _ = answer.send(Err(error.into()));
                             }
@@ -188,9 +313,9 @@ impl Handler<PositionRequest> for PositionActor {
             }
             Some(id) => {
                 let existing = self.unsaved_admin.get(&id).cloned();
-                self.decide(request.0, existing, answer, ctx);
+                self.decide(command, fences, existing, answer, ctx);
             }
-            None => self.decide(request.0, None, answer, ctx),
+            None => self.decide(command, fences, None, answer, ctx),
         }
         Box::pin(async move {
             answered.await.unwrap_or_else(|_| {
@@ -206,6 +331,7 @@ impl PositionActor {
     fn decide(
         &mut self,
         command: PositionCommand,
+        fences: Vec<Fence>,
         existing: Option<AdminTransferRecord>,
         answer: Answer,
         ctx: &mut Context<Self>,
@@ -229,13 +355,14 @@ impl PositionActor {
             )));
             return;
         }
-        let decision = match rules::decide(book, command, existing.as_ref()) {
+        let mut decision = match rules::decide(book, command, existing.as_ref()) {
             Ok(decision) => decision,
             Err(refusal) => {
                 let _ = answer.send(Err(refusal));
                 return;
             }
         };
+        decision.write.fences = fences;
         self.book = Some(decision.book.clone());
         for transfer in &decision.write.admin_transfers {
             let state = decision

@@ -23,7 +23,7 @@ use switch_storage::transfers::{
 use crate::error::{ErrorCode, FspiopError};
 
 /// One ledger account as the owning actor sees it.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Account {
     pub id: i64,
     pub position_id: i64,
@@ -31,14 +31,14 @@ pub struct Account {
     pub reserved: Decimal,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct NetDebitCap {
     pub value: Decimal,
     pub alarm_percentage: Decimal,
 }
 
 /// Everything a position actor decides on.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct PositionBook {
     pub participant: String,
     pub currency: String,
@@ -52,7 +52,7 @@ pub struct PositionBook {
 }
 
 /// An operator movement of funds (the body of recordFundsIn / recordFundsOutPrepareReserve).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct FundsMove {
     pub transfer_id: String,
     pub amount: Decimal,
@@ -62,7 +62,7 @@ pub struct FundsMove {
     pub request_hash: String,
 }
 
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum PositionCommand {
     InitialPositionAndLimits {
         net_debit_cap: Decimal,
@@ -149,7 +149,7 @@ pub struct Decision {
 }
 
 /// How a transfer command ended (operator commands are always `Applied`).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Outcome {
     Applied,
     /// The prepare was refused (4001 or 4200) and recorded ABORTED_REJECTED.
@@ -1010,5 +1010,171 @@ mod tests {
             decide(&first.book, negative, None).unwrap_err().code,
             ErrorCode::GenericValidationError
         );
+    }
+
+    #[test]
+    fn position_commands_round_trip_as_json() -> Result<(), serde_json::Error> {
+        fn dec(s: &str) -> Decimal {
+            s.parse().expect("decimal literal")
+        }
+        fn variant(cmd: &PositionCommand) -> &'static str {
+            // Exhaustive on purpose: a new variant must be added below.
+            match cmd {
+                PositionCommand::InitialPositionAndLimits { .. } => "InitialPositionAndLimits",
+                PositionCommand::SetNetDebitCap { .. } => "SetNetDebitCap",
+                PositionCommand::FundsIn(_) => "FundsIn",
+                PositionCommand::FundsOutReserve(_) => "FundsOutReserve",
+                PositionCommand::FundsOutFinish { .. } => "FundsOutFinish",
+                PositionCommand::Reserve { .. } => "Reserve",
+                PositionCommand::Commit { .. } => "Commit",
+                PositionCommand::GrossSettlePayer { .. } => "GrossSettlePayer",
+                PositionCommand::SettlementLiquidityCheck { .. } => "SettlementLiquidityCheck",
+                PositionCommand::SettlementTransfer { .. } => "SettlementTransfer",
+                PositionCommand::Reverse { .. } => "Reverse",
+            }
+        }
+        let moved = FundsMove {
+            transfer_id: "4f1e3c2a-0000-4000-8000-000000000001".into(),
+            amount: dec("123.4567"),
+            external_reference: "bank-ref-77".into(),
+            reason: "top up".into(),
+            request_hash: "aGFzaA==".into(),
+        };
+        let hash = Some(MessageHash {
+            transfer_id: "t-2".into(),
+            kind: "FULFIL".into(),
+            hash: "ZnVsZmls".into(),
+        });
+        let commands = vec![
+            PositionCommand::InitialPositionAndLimits {
+                net_debit_cap: dec("10000.00"),
+                alarm_percentage: dec("12.5"),
+                initial_position: dec("-0.0001"),
+            },
+            PositionCommand::SetNetDebitCap {
+                value: dec("79228162514264337593543950335"),
+                alarm_percentage: dec("0.1"),
+            },
+            PositionCommand::FundsIn(moved.clone()),
+            PositionCommand::FundsOutReserve(FundsMove {
+                amount: dec("0.0001"),
+                ..moved
+            }),
+            PositionCommand::FundsOutFinish {
+                transfer_id: "t-out".into(),
+                commit: true,
+                reason: "paid \"out\" ✓".into(),
+            },
+            PositionCommand::Reserve {
+                transfer: NewTransfer {
+                    transfer_id: "t-1".into(),
+                    payer_fsp: "payerfsp".into(),
+                    payee_fsp: "payeefsp".into(),
+                    amount: dec("123.4567"),
+                    currency: "USD".into(),
+                    condition: "GRzLaTP7DJ9t4P-a_BA0WA9wzzlsugf00-Tn6kESAfM".into(),
+                    expiration: "2030-01-01T00:00:00.000Z".into(),
+                    expiration_ms: 1_893_456_000_000,
+                    ilp_packet: "AYIBgQAAAAAAAASwNGxldmVsb25lLmRmc3AxLm1lci45T2RT".into(),
+                    prepare_hash: "cHJlcGFyZQ==".into(),
+                    content_version: "1.1".into(),
+                    bulk_transfer_id: Some("bulk-9".into()),
+                },
+                now_ms: 1_700_000_000_123,
+            },
+            PositionCommand::Commit {
+                transfer_id: "t-2".into(),
+                amount: dec("42.10"),
+                fulfilment: NewFulfilment {
+                    transfer_id: "t-2".into(),
+                    fulfilment: "UNlJ98hZTY_dsw0cAqw4i_UN3v4utt7CZFB4yfLbVFA".into(),
+                    completed_timestamp: "2024-05-06T07:08:09.010Z".into(),
+                },
+                hash: hash.clone(),
+                gross_model: Some(7),
+            },
+            PositionCommand::GrossSettlePayer {
+                transfer_id: "t-3".into(),
+                amount: dec("1.000000000001"),
+            },
+            PositionCommand::SettlementLiquidityCheck {
+                net_amount: dec("-250.75"),
+            },
+            PositionCommand::SettlementTransfer {
+                settlement_id: 31,
+                net_amount: dec("250.75"),
+                step: SettlementAccountStep {
+                    settlement_account_id: 5,
+                    state: "PS_TRANSFERS_COMMITTED".into(),
+                    reason: Some("auto reset".into()),
+                    external_reference: Some("ext-5".into()),
+                },
+            },
+            PositionCommand::Reverse {
+                transfer_id: "t-4".into(),
+                amount: dec("99.99"),
+                states: vec![
+                    TransferStateChange {
+                        transfer_id: "t-4".into(),
+                        state: "RECEIVED_ERROR".into(),
+                        reason: None,
+                    },
+                    TransferStateChange {
+                        transfer_id: "t-4".into(),
+                        state: "ABORTED_ERROR".into(),
+                        reason: Some("payee said no".into()),
+                    },
+                ],
+                error: Some(NewTransferError {
+                    transfer_id: "t-4".into(),
+                    error_code: "5100".into(),
+                    error_description: "Payee rejected".into(),
+                }),
+                hash,
+            },
+        ];
+        let covered: std::collections::BTreeSet<_> = commands.iter().map(variant).collect();
+        assert_eq!(
+            covered.len(),
+            11,
+            "every PositionCommand variant is covered"
+        );
+        for cmd in &commands {
+            let json = serde_json::to_string(cmd)?;
+            let back: PositionCommand = serde_json::from_str(&json)?;
+            assert_eq!(&back, cmd, "{json}");
+            // Same debug text: decimals keep their scale, not just their value.
+            assert_eq!(format!("{back:?}"), format!("{cmd:?}"));
+        }
+        // Decimals travel as exact strings, never as floats.
+        let json = serde_json::to_string(&commands[2])?;
+        assert!(json.contains("\"123.4567\""), "{json}");
+
+        let error = FspiopError::new(ErrorCode::PayerLimitError, "over the cap")
+            .with_extension("allowed", "1000.00");
+        let back: FspiopError = serde_json::from_str(&serde_json::to_string(&error)?)?;
+        assert_eq!(back, error);
+        assert_eq!(back.description(), error.description());
+
+        let mut book = book();
+        book.position.value = dec("123.4567");
+        book.position.reserved = dec("0.01");
+        book.settlement.value = dec("-5000.5");
+        book.net_debit_cap = Some(NetDebitCap {
+            value: dec("10000.00"),
+            alarm_percentage: dec("10"),
+        });
+        for outcome in [Outcome::Applied, Outcome::Rejected(error), Outcome::Expired] {
+            let reply = crate::position::PositionReply {
+                book: book.clone(),
+                duplicate: true,
+                outcome,
+            };
+            let json = serde_json::to_string(&reply)?;
+            let back: crate::position::PositionReply = serde_json::from_str(&json)?;
+            assert_eq!(back, reply, "{json}");
+            assert_eq!(format!("{back:?}"), format!("{reply:?}"));
+        }
+        Ok(())
     }
 }

@@ -17,7 +17,9 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use rust_decimal::Decimal;
-use switch_cluster::{ask, timers::Timers, AskError, Directory, Shards};
+use switch_cluster::placement::{transfer_slot, Placement};
+use switch_cluster::{timers::Timers, AskError, Directory, Shards};
+use switch_storage::fence::Fence;
 use switch_storage::ledger::LedgerWrite;
 use switch_storage::loader::TransferLoader;
 use switch_storage::transfers::{
@@ -31,7 +33,7 @@ use crate::error::{ErrorCode, FspiopError};
 use crate::notify::{Notification, Notifier, TransferEndpoint};
 use crate::participants::ParticipantCache;
 use crate::position::rules::{transfer_error, Outcome, PositionCommand};
-use crate::position::{PositionDirectory, PositionKey, PositionRequest};
+use crate::position::{fence_of, PositionKey, PositionRequest, Positions};
 use rules::{
     state, ErrorAction, ErrorMessage, FulfilAction, FulfilMessage, Transfer, TransferSettings,
 };
@@ -42,7 +44,9 @@ pub struct TransferServices {
     pub writer: BatchWriter,
     /// Batches the lookup each new actor makes (see [`TransferLoader`]).
     pub loader: TransferLoader,
-    pub positions: Arc<PositionDirectory>,
+    pub positions: Arc<Positions>,
+    /// Which slots this node owns (the transfer's fence).
+    pub placement: Arc<Placement>,
     pub participants: ParticipantCache,
     pub notifier: Arc<dyn Notifier>,
     pub timers: Arc<dyn Timers>,
@@ -64,6 +68,7 @@ pub fn transfer_directory(
 ) -> TransferDirectory {
     Directory::new(shards, mailbox_capacity, move |id: &String| TransferActor {
         id: id.clone(),
+        fence: fence_of(&services.placement, transfer_slot(id)),
         services: services.clone(),
         transfer: None,
     })
@@ -126,6 +131,9 @@ pub struct Expire;
 
 pub struct TransferActor {
     id: String,
+    /// Cluster mode: this node's epoch of the transfer's slot when the actor
+    /// started; every write for the transfer carries it.
+    fence: Option<Fence>,
     services: Arc<TransferServices>,
     transfer: Option<Transfer>,
 }
@@ -204,6 +212,7 @@ impl TransferActor {
     ) -> impl std::future::Future<Output = Result<Outcome, FspiopError>> + 'static {
         position_command(
             self.services.clone(),
+            self.fence,
             participant.to_string(),
             currency.to_string(),
             command,
@@ -232,6 +241,7 @@ impl TransferActor {
 /// (`Store::unsettled_gross`).
 async fn commit_and_settle(
     services: Arc<TransferServices>,
+    fence: Option<Fence>,
     record: NewTransfer,
     fulfilment: NewFulfilment,
     hash: MessageHash,
@@ -246,6 +256,7 @@ async fn commit_and_settle(
     };
     position_command(
         services.clone(),
+        fence,
         record.payee_fsp.clone(),
         record.currency.clone(),
         commit,
@@ -260,6 +271,7 @@ async fn commit_and_settle(
     };
     match position_command(
         services,
+        fence,
         record.payer_fsp.clone(),
         record.currency.clone(),
         settle,
@@ -279,15 +291,21 @@ async fn commit_and_settle(
 /// Sends a command to a position actor and waits for its durable answer.
 async fn position_command(
     services: Arc<TransferServices>,
+    fence: Option<Fence>,
     participant: String,
     currency: String,
     command: PositionCommand,
 ) -> Result<Outcome, FspiopError> {
-    let addr = services.positions.get(&PositionKey {
+    let key = PositionKey {
         participant,
         currency,
-    });
-    match ask(&addr, PositionRequest(command), services.position_timeout).await {
+    };
+    let request = PositionRequest { command, fence };
+    match services
+        .positions
+        .ask(&key, request, services.position_timeout)
+        .await
+    {
         Ok(Ok(reply)) => Ok(reply.outcome),
         Ok(Err(error)) => Err(error),
         Err(AskError::Timeout(_)) => Err(FspiopError::new(
@@ -295,6 +313,10 @@ async fn position_command(
             "the position did not answer in time",
         )),
         Err(AskError::Gone) => Err(FspiopError::internal("position actor stopped")),
+        Err(AskError::Unavailable(why)) => Err(FspiopError::new(
+            ErrorCode::ServiceUnavailable,
+            format!("the position is not reachable now ({why}); retry later"),
+        )),
     }
 }
 
@@ -337,6 +359,7 @@ impl Handler<Prepare> for TransferActor {
             prepare.transfer.expiration_ms,
         );
         let services = self.services.clone();
+        let fence = self.fence;
         let transfer = prepare.transfer.clone();
         let source = prepare.source.clone();
         let work = async move {
@@ -354,7 +377,7 @@ impl Handler<Prepare> for TransferActor {
             if let Err(invalid) = checked {
                 services
                     .writer
-                    .write(invalid_record(transfer, &invalid))
+                    .write(invalid_record(transfer, &invalid, fence))
                     .await?;
                 return Ok::<_, FspiopError>(PrepareEnd::Invalid(invalid));
             }
@@ -365,6 +388,7 @@ impl Handler<Prepare> for TransferActor {
             };
             let outcome = position_command(
                 services.clone(),
+                fence,
                 transfer.payer_fsp.clone(),
                 transfer.currency.clone(),
                 reserve,
@@ -435,7 +459,11 @@ impl Handler<Prepare> for TransferActor {
 }
 
 /// The rows recording a prepare that failed validation (state INVALID).
-fn invalid_record(mut transfer: NewTransfer, error: &FspiopError) -> LedgerWrite {
+fn invalid_record(
+    mut transfer: NewTransfer,
+    error: &FspiopError,
+    fence: Option<Fence>,
+) -> LedgerWrite {
     if switch_storage::to_units(transfer.amount).is_err() {
         // Kept for audit even when the amount cannot be stored exactly.
         transfer.amount = Decimal::ZERO;
@@ -452,6 +480,7 @@ fn invalid_record(mut transfer: NewTransfer, error: &FspiopError) -> LedgerWrite
             errors: vec![transfer_error(&id, error)],
             ..TransferWrite::default()
         },
+        fences: fence.into_iter().collect(),
         ..LedgerWrite::default()
     }
 }
@@ -501,6 +530,7 @@ impl Handler<Fulfil> for TransferActor {
                 };
                 let commit = commit_and_settle(
                     self.services.clone(),
+                    self.fence,
                     transfer.record.clone(),
                     fulfilment,
                     hash,

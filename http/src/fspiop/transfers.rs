@@ -15,6 +15,7 @@ use switch_actors::ErrorCode;
 use switch_storage::transfers::NewTransfer;
 
 use super::headers::{self, FspiopHeaders, Resource, Version};
+use crate::cluster::forward_transfer;
 use crate::errors::{ApiError, ApiResult};
 use crate::json::{request_hash, valid_correlation_id};
 use crate::state::AppState;
@@ -146,6 +147,9 @@ async fn prepare(
     let body = checked_body(&state, &headers, "TransfersPostRequest", &bytes)?;
     let transfer_id = text(&body, "/transferId")?;
     checked_id(&transfer_id)?;
+    if let Some(answer) = forward_transfer(&state, &request, &bytes, &transfer_id).await? {
+        return Ok(answer);
+    }
     let amount_text = text(&body, "/amount/amount")?;
     let amount: Decimal = amount_text.parse().map_err(|_| {
         ApiError::new(
@@ -191,6 +195,9 @@ async fn fulfil(
 ) -> ApiResult<HttpResponse> {
     let headers = headers::validate(Resource::Transfers, false, request.headers())?;
     checked_id(&id)?;
+    if let Some(answer) = forward_transfer(&state, &request, &bytes, &id).await? {
+        return Ok(answer);
+    }
     let body = checked_body(&state, &headers, "TransfersIDPutResponse", &bytes)?;
     let completed_timestamp = body
         .get("completedTimestamp")
@@ -221,6 +228,9 @@ async fn error(
     bytes: web::Bytes,
 ) -> ApiResult<HttpResponse> {
     let message = error_message(&state, Resource::Transfers, &request, &id, &bytes)?;
+    if let Some(answer) = forward_transfer(&state, &request, &bytes, &id).await? {
+        return Ok(answer);
+    }
     state.ask_transfer(&id, PayeeError(message)).await?;
     Ok(HttpResponse::Ok().finish())
 }
@@ -253,6 +263,9 @@ async fn get(
 ) -> ApiResult<HttpResponse> {
     let headers = headers::validate(Resource::Transfers, true, request.headers())?;
     checked_id(&id)?;
+    if let Some(answer) = forward_transfer(&state, &request, &web::Bytes::new(), &id).await? {
+        return Ok(answer);
+    }
     let message = Get {
         source: headers.source,
         content_version: version_text(headers.content_version),

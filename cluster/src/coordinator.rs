@@ -1,0 +1,349 @@
+//! The heartbeat: membership and slot leases in Redis.
+//!
+//! Every `heartbeat` each node
+//! 1. renews its membership key (`{ns}:node:{id}` = its channel address,
+//!    expiring after `ttl`) and lists the live members;
+//! 2. reads every slot lease (`{ns}:slot:{n}` = `node:epoch`);
+//! 3. runs [`plan`] and carries it out: renew its leases, claim free slots it
+//!    should own (lease first, then the database epoch through
+//!    [`SlotHooks::raise_epoch`]), hand over slots another member should own,
+//!    and drop slots whose lease it lost.
+//!
+//! A lease is trusted locally only until two thirds of `ttl` after the
+//! renewal was sent, so a paused node stops using its slots before another
+//! node can take them; the database epoch covers the rest.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use redis::aio::ConnectionManager;
+
+use crate::placement::{plan, Action, Lease, Placement, SLOTS};
+
+/// What the heartbeat needs from the rest of the node.
+pub trait SlotHooks: Send + Sync + 'static {
+    /// Raises `slot`'s fencing epoch in the database; answers the new epoch.
+    /// Waits for writes still in flight under the old epoch.
+    fn raise_epoch(
+        &self,
+        slot: u32,
+        node: &str,
+    ) -> Pin<Box<dyn Future<Output = Result<i64, String>> + Send>>;
+    /// This node now owns `slot` at `epoch`.
+    fn acquired(&self, slot: u32, epoch: i64);
+    /// This node no longer owns `slot`: its actors must go.
+    fn lost(&self, slot: u32);
+}
+
+/// Who this node is in the cluster.
+#[derive(Debug, Clone)]
+pub struct NodeSettings {
+    /// Prefix of every key (several clusters may share one Redis).
+    pub namespace: String,
+    pub node: String,
+    /// host:port of this node's node-to-node channel.
+    pub address: String,
+    pub heartbeat: Duration,
+    pub ttl: Duration,
+}
+
+/// Why a heartbeat failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HeartbeatError {
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("redis did not answer within {0:?}")]
+    Timeout(Duration),
+}
+
+/// Connects to Redis with bounded connect and response times.
+pub async fn connect(url: &str, bound: Duration) -> Result<ConnectionManager, HeartbeatError> {
+    let client = redis::Client::open(url)?;
+    let config = redis::aio::ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(bound))
+        .set_response_timeout(Some(bound))
+        .set_number_of_retries(1);
+    let connecting = ConnectionManager::new_with_config(client, config);
+    tokio::time::timeout(bound, connecting)
+        .await
+        .map_err(|_| HeartbeatError::Timeout(bound))?
+        .map_err(HeartbeatError::from)
+}
+
+/// Runs the heartbeat until the task is dropped.
+pub async fn run(
+    mut conn: ConnectionManager,
+    settings: NodeSettings,
+    placement: Arc<Placement>,
+    hooks: Arc<dyn SlotHooks>,
+) {
+    let mut interval = tokio::time::interval(settings.heartbeat);
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        interval.tick().await;
+        match beat(&mut conn, &settings, &placement, hooks.as_ref()).await {
+            Ok(()) => placement.set_redis_ok(true),
+            Err(error) => {
+                if placement.redis_ok() {
+                    tracing::error!(%error, "cluster heartbeat failed; leases lapse unless renewed in time");
+                }
+                placement.set_redis_ok(false);
+            }
+        }
+    }
+}
+
+fn key(settings: &NodeSettings, what: &str) -> String {
+    format!("{}:{what}", settings.namespace)
+}
+
+fn slot_key(settings: &NodeSettings, slot: u32) -> String {
+    key(settings, &format!("slot:{slot}"))
+}
+
+/// One heartbeat.
+async fn beat(
+    conn: &mut ConnectionManager,
+    settings: &NodeSettings,
+    placement: &Placement,
+    hooks: &dyn SlotHooks,
+) -> Result<(), HeartbeatError> {
+    let members = register_and_list(conn, settings).await?;
+    let names: Vec<String> = members.keys().cloned().collect();
+    placement.set_members(members);
+    let leases = read_leases(conn, settings).await?;
+    let believed: Vec<bool> = (0..SLOTS)
+        .map(|slot| placement.held_epoch(slot).is_some())
+        .collect();
+    for action in plan(&settings.node, &names, &leases, &believed) {
+        carry_out(conn, settings, placement, hooks, action).await?;
+    }
+    Ok(())
+}
+
+async fn register_and_list(
+    conn: &mut ConnectionManager,
+    settings: &NodeSettings,
+) -> Result<BTreeMap<String, String>, HeartbeatError> {
+    let nodes_key = key(settings, "nodes");
+    let ttl_ms = settings.ttl.as_millis() as u64;
+    let (_, _, ids): ((), (), Vec<String>) = redis::pipe()
+        .cmd("SET")
+        .arg(key(settings, &format!("node:{}", settings.node)))
+        .arg(&settings.address)
+        .arg("PX")
+        .arg(ttl_ms)
+        .cmd("SADD")
+        .arg(&nodes_key)
+        .arg(&settings.node)
+        .cmd("SMEMBERS")
+        .arg(&nodes_key)
+        .query_async(conn)
+        .await?;
+    let keys: Vec<String> = ids
+        .iter()
+        .map(|id| key(settings, &format!("node:{id}")))
+        .collect();
+    let addresses: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(conn).await?;
+    let mut members = BTreeMap::new();
+    for (id, address) in ids.into_iter().zip(addresses) {
+        match address {
+            Some(address) => {
+                members.insert(id, address);
+            }
+            None => {
+                // Its key expired: the node stopped heart-beating.
+                tracing::warn!(node = %id, "cluster member is gone");
+                let _: () = redis::cmd("SREM")
+                    .arg(&nodes_key)
+                    .arg(&id)
+                    .query_async(conn)
+                    .await?;
+            }
+        }
+    }
+    Ok(members)
+}
+
+async fn read_leases(
+    conn: &mut ConnectionManager,
+    settings: &NodeSettings,
+) -> Result<Vec<Lease>, HeartbeatError> {
+    let keys: Vec<String> = (0..SLOTS).map(|slot| slot_key(settings, slot)).collect();
+    let values: Vec<Option<String>> = redis::cmd("MGET").arg(&keys).query_async(conn).await?;
+    Ok(values
+        .into_iter()
+        .map(|v| parse_lease(v.as_deref()))
+        .collect())
+}
+
+/// `node:epoch` (or `node:pending` while the owner raises the epoch).
+pub fn parse_lease(value: Option<&str>) -> Lease {
+    match value.and_then(|v| v.rsplit_once(':')) {
+        None => Lease::Free,
+        Some((node, epoch)) => Lease::Held {
+            node: node.to_string(),
+            epoch: epoch.parse().ok(),
+        },
+    }
+}
+
+/// Sets KEYS[1] to ARGV[2] with PX ARGV[3] if it is free or held by this
+/// node (value starting with ARGV[1]); 1 when done.
+const CLAIM: &str = r"
+local v = redis.call('GET', KEYS[1])
+if v == false or string.sub(v, 1, string.len(ARGV[1])) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+return 0";
+
+/// Replaces KEYS[1] by ARGV[2] with PX ARGV[3] if it is exactly ARGV[1]; 1 when done.
+const SWAP: &str = r"
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('SET', KEYS[1], ARGV[2], 'PX', ARGV[3])
+  return 1
+end
+return 0";
+
+/// Deletes KEYS[1] if its value starts with ARGV[1].
+const RELEASE: &str = r"
+local v = redis.call('GET', KEYS[1])
+if v and string.sub(v, 1, string.len(ARGV[1])) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0";
+
+async fn eval(
+    conn: &mut ConnectionManager,
+    script: &str,
+    key: &str,
+    args: &[&str],
+) -> Result<i64, HeartbeatError> {
+    let mut cmd = redis::cmd("EVAL");
+    cmd.arg(script).arg(1).arg(key);
+    for arg in args {
+        cmd.arg(*arg);
+    }
+    Ok(cmd.query_async(conn).await?)
+}
+
+/// How long a lease renewed at `sent` is trusted here.
+fn trusted_until(sent: Instant, ttl: Duration) -> Instant {
+    sent + ttl * 2 / 3
+}
+
+async fn carry_out(
+    conn: &mut ConnectionManager,
+    settings: &NodeSettings,
+    placement: &Placement,
+    hooks: &dyn SlotHooks,
+    action: Action,
+) -> Result<(), HeartbeatError> {
+    let ttl_ms = (settings.ttl.as_millis() as u64).to_string();
+    let prefix = format!("{}:", settings.node);
+    match action {
+        Action::Renew(slot) => {
+            let Some(epoch) = placement.held_epoch(slot) else {
+                return Ok(());
+            };
+            let sent = Instant::now();
+            let value = format!("{}:{epoch}", settings.node);
+            let renewed = eval(
+                conn,
+                SWAP,
+                &slot_key(settings, slot),
+                &[&value, &value, &ttl_ms],
+            )
+            .await?;
+            if renewed == 1 {
+                placement.set_mine(slot, epoch, trusted_until(sent, settings.ttl));
+            } else {
+                drop_slot(placement, hooks, slot, "lease changed under us");
+            }
+        }
+        Action::Claim(slot) => claim(conn, settings, placement, hooks, slot).await?,
+        Action::Release(slot) => {
+            // Stop using it first, so nothing is written under it while the
+            // next owner raises the epoch (which would refuse it anyway).
+            drop_slot(placement, hooks, slot, "handed over");
+            eval(conn, RELEASE, &slot_key(settings, slot), &[&prefix]).await?;
+        }
+        Action::Lost(slot) => drop_slot(placement, hooks, slot, "lease lost"),
+        Action::Peer(slot, node) => placement.set_peer(slot, &node),
+        Action::Wait(slot) => {
+            placement.set_nobody(slot);
+        }
+    }
+    Ok(())
+}
+
+fn drop_slot(placement: &Placement, hooks: &dyn SlotHooks, slot: u32, why: &str) {
+    if placement.set_nobody(slot) {
+        tracing::info!(slot, why, "slot dropped");
+        hooks.lost(slot);
+    }
+}
+
+async fn claim(
+    conn: &mut ConnectionManager,
+    settings: &NodeSettings,
+    placement: &Placement,
+    hooks: &dyn SlotHooks,
+    slot: u32,
+) -> Result<(), HeartbeatError> {
+    let ttl_ms = (settings.ttl.as_millis() as u64).to_string();
+    let prefix = format!("{}:", settings.node);
+    let pending = format!("{}:pending", settings.node);
+    let key = slot_key(settings, slot);
+    let sent = Instant::now();
+    if eval(conn, CLAIM, &key, &[&prefix, &pending, &ttl_ms]).await? != 1 {
+        return Ok(());
+    }
+    let epoch = match hooks.raise_epoch(slot, &settings.node).await {
+        Ok(epoch) => epoch,
+        Err(error) => {
+            tracing::error!(slot, %error, "cannot raise the slot's epoch; giving the lease back");
+            eval(conn, RELEASE, &key, &[&prefix]).await?;
+            return Ok(());
+        }
+    };
+    let value = format!("{}:{epoch}", settings.node);
+    if eval(conn, SWAP, &key, &[&pending, &value, &ttl_ms]).await? == 1 {
+        placement.set_mine(slot, epoch, trusted_until(sent, settings.ttl));
+        tracing::info!(slot, epoch, "slot acquired");
+        hooks.acquired(slot, epoch);
+    } else {
+        // The lease lapsed while the database was slow; the epoch raised is
+        // simply skipped by whoever takes the slot next.
+        tracing::warn!(slot, epoch, "lease lapsed while raising the epoch");
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn leases_parse() {
+        assert_eq!(parse_lease(None), Lease::Free);
+        assert_eq!(
+            parse_lease(Some("node-1:42")),
+            Lease::Held {
+                node: "node-1".into(),
+                epoch: Some(42)
+            }
+        );
+        assert_eq!(
+            parse_lease(Some("node-1:pending")),
+            Lease::Held {
+                node: "node-1".into(),
+                epoch: None
+            }
+        );
+    }
+}

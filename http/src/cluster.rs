@@ -1,0 +1,283 @@
+//! Cluster mode at the edge: the node-to-node channel.
+//!
+//! Any node accepts any request. A transfer request whose transfer belongs
+//! to another node's slot is forwarded there whole (method, path, FSPIOP
+//! headers, body) and the owner's answer is relayed; the owner sends the
+//! callbacks. A transfer actor's position command for a position owned
+//! elsewhere goes to `POST /internal/positions` on the owner. Both travel on
+//! the cluster port, never on the FSPIOP or operator ports.
+//!
+//! Limits: at most `forward_in_flight_max` unanswered requests per peer
+//! (beyond it the edge answers 2003), each bounded by the actor reply
+//! timeout plus one second. A forwarded request is never forwarded again:
+//! if ownership moved meanwhile, the answer is 2003 and the DFSP repeats.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use actix_web::http::StatusCode;
+use actix_web::{web, HttpRequest, HttpResponse};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde::{Deserialize, Serialize};
+use switch_actors::position::{
+    PositionAnswer, PositionKey, PositionRequest, RemoteAnswer, RemotePositions,
+};
+use switch_actors::ErrorCode;
+use switch_cluster::placement::{transfer_slot, Placement, Route};
+use switch_cluster::AskError;
+use tokio::sync::Semaphore;
+
+use crate::errors::{ApiError, ApiResult};
+use crate::state::AppState;
+
+/// Marks a request that one node forwarded to another.
+pub const FORWARDED_BY: &str = "x-mojaswitch-forwarded-by";
+
+/// Headers not copied onto a forwarded request (hop-by-hop or recomputed).
+const NOT_FORWARDED: [&str; 5] = [
+    "host",
+    "content-length",
+    "connection",
+    "transfer-encoding",
+    FORWARDED_BY,
+];
+
+/// hyper, not reqwest: reqwest adds `Accept: */*`, which FSPIOP refuses on
+/// requests that must not carry one (a forwarded `PUT /transfers/{id}`).
+type PeerClient = Client<HttpConnector, Full<bytes::Bytes>>;
+
+/// The client side of the node-to-node channel.
+#[derive(Clone)]
+pub struct Peers {
+    node: String,
+    client: PeerClient,
+    io: tokio::runtime::Handle,
+    in_flight_max: usize,
+    slots: Arc<Mutex<HashMap<String, Arc<Semaphore>>>>,
+}
+
+/// Why a peer did not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum PeerError {
+    #[error("{0} requests to this peer are unanswered; retry later")]
+    Busy(usize),
+    #[error("peer did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("peer unreachable: {0}")]
+    Unreachable(String),
+}
+
+impl Peers {
+    pub fn new(node: &str, io: tokio::runtime::Handle, in_flight_max: usize) -> Peers {
+        assert!(in_flight_max > 0);
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(Duration::from_secs(1)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(64)
+            .pool_idle_timeout(Duration::from_secs(2))
+            .build(connector);
+        Peers {
+            node: node.to_string(),
+            client,
+            io,
+            in_flight_max,
+            slots: Arc::new(Mutex::new(HashMap::new())),
+        }
+    }
+
+    fn permits(&self, address: &str) -> Arc<Semaphore> {
+        let mut slots = self
+            .slots
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        slots
+            .entry(address.to_string())
+            .or_insert_with(|| Arc::new(Semaphore::new(self.in_flight_max)))
+            .clone()
+    }
+
+    /// Sends `request` to `address` within `timeout`, on the I/O runtime.
+    async fn send(
+        &self,
+        address: &str,
+        request: hyper::http::request::Builder,
+        body: bytes::Bytes,
+        timeout: Duration,
+    ) -> Result<(StatusCode, Option<String>, bytes::Bytes), PeerError> {
+        let Ok(permit) = self.permits(address).try_acquire_owned() else {
+            return Err(PeerError::Busy(self.in_flight_max));
+        };
+        let request = request
+            .header(FORWARDED_BY, self.node.as_str())
+            .body(Full::new(body))
+            .map_err(|e| PeerError::Unreachable(format!("cannot build the request: {e}")))?;
+        let client = self.client.clone();
+        let exchange = async move {
+            let response = client
+                .request(request)
+                .await
+                .map_err(|e| PeerError::Unreachable(e.to_string()))?;
+            let status =
+                StatusCode::from_u16(response.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
+            let content_type = response
+                .headers()
+                .get(hyper::header::CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string);
+            let body = response
+                .into_body()
+                .collect()
+                .await
+                .map_err(|e| PeerError::Unreachable(e.to_string()))?
+                .to_bytes();
+            Ok((status, content_type, body))
+        };
+        let work = async move {
+            let _permit = permit;
+            tokio::time::timeout(timeout, exchange)
+                .await
+                .unwrap_or(Err(PeerError::Timeout(timeout)))
+        };
+        self.io
+            .spawn(work)
+            .await
+            .unwrap_or_else(|e| Err(PeerError::Unreachable(e.to_string())))
+    }
+
+    /// Forwards an edge request whole to the node at `address`.
+    pub async fn forward(
+        &self,
+        address: &str,
+        request: &HttpRequest,
+        body: &web::Bytes,
+        timeout: Duration,
+    ) -> Result<HttpResponse, PeerError> {
+        let path = request
+            .uri()
+            .path_and_query()
+            .map(|p| p.as_str())
+            .unwrap_or("/");
+        let mut outgoing = hyper::Request::builder()
+            .method(request.method().as_str())
+            .uri(format!("http://{address}{path}"));
+        for (name, value) in request.headers() {
+            if !NOT_FORWARDED.contains(&name.as_str()) {
+                outgoing = outgoing.header(name.as_str(), value.as_bytes());
+            }
+        }
+        let (status, content_type, body) =
+            self.send(address, outgoing, body.clone(), timeout).await?;
+        let mut response = HttpResponse::build(status);
+        if let Some(content_type) = content_type {
+            response.content_type(content_type);
+        }
+        Ok(response.body(body))
+    }
+}
+
+/// The body of `POST /internal/positions`.
+#[derive(Serialize, Deserialize)]
+struct PositionCall {
+    key: PositionKey,
+    request: PositionRequest,
+}
+
+impl RemotePositions for Peers {
+    fn ask(
+        &self,
+        address: &str,
+        key: &PositionKey,
+        request: &PositionRequest,
+        timeout: Duration,
+    ) -> RemoteAnswer {
+        let peers = self.clone();
+        let address = address.to_string();
+        let call = PositionCall {
+            key: key.clone(),
+            request: request.clone(),
+        };
+        Box::pin(async move {
+            let body = serde_json::to_vec(&call)
+                .map_err(|e| AskError::Unavailable(format!("cannot encode: {e}")))?;
+            let outgoing = hyper::Request::builder()
+                .method("POST")
+                .uri(format!("http://{address}/internal/positions"))
+                .header(hyper::header::CONTENT_TYPE, "application/json");
+            let body = bytes::Bytes::from(body);
+            let (status, _, body) = match peers.send(&address, outgoing, body, timeout).await {
+                Ok(answer) => answer,
+                Err(PeerError::Timeout(t)) => return Err(AskError::Timeout(t)),
+                Err(error) => return Err(AskError::Unavailable(error.to_string())),
+            };
+            if status != StatusCode::OK {
+                return Err(AskError::Unavailable(
+                    String::from_utf8_lossy(&body).into_owned(),
+                ));
+            }
+            serde_json::from_slice::<PositionAnswer>(&body)
+                .map_err(|e| AskError::Unavailable(format!("cannot decode the answer: {e}")))
+        })
+    }
+}
+
+/// The node-to-node routes: the FSPIOP routes (for forwarded requests) and
+/// position commands.
+pub fn routes(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/internal/positions").route(web::post().to(position_call)));
+    crate::fspiop::routes(cfg);
+}
+
+async fn position_call(state: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
+    let call: PositionCall = match serde_json::from_slice(&body) {
+        Ok(call) => call,
+        Err(error) => return HttpResponse::BadRequest().body(error.to_string()),
+    };
+    let timeout = Duration::from_millis(state.config.actor_reply_timeout_ms);
+    match state
+        .positions
+        .ask_here(&call.key, call.request, timeout)
+        .await
+    {
+        Ok(answer) => HttpResponse::Ok().json(answer),
+        Err(AskError::Timeout(_)) => HttpResponse::GatewayTimeout().body("position did not answer"),
+        Err(error) => HttpResponse::ServiceUnavailable().body(error.to_string()),
+    }
+}
+
+/// Sends a transfer request to its owner if that is another node: `None`
+/// when this node handles it, the owner's answer otherwise.
+pub async fn forward_transfer(
+    state: &AppState,
+    request: &HttpRequest,
+    body: &web::Bytes,
+    transfer_id: &str,
+) -> ApiResult<Option<HttpResponse>> {
+    let Some(peers) = &state.peers else {
+        return Ok(None);
+    };
+    match route_transfer(&state.placement, transfer_id) {
+        Route::Local { .. } => Ok(None),
+        Route::Remote { address, .. } if request.headers().get(FORWARDED_BY).is_none() => {
+            let timeout = Duration::from_millis(state.config.actor_reply_timeout_ms + 1_000);
+            peers
+                .forward(&address, request, body, timeout)
+                .await
+                .map(Some)
+                .map_err(|error| unavailable(&error.to_string()))
+        }
+        _ => Err(unavailable("the transfer's owner is changing")),
+    }
+}
+
+fn route_transfer(placement: &Placement, transfer_id: &str) -> Route {
+    placement.route(transfer_slot(transfer_id))
+}
+
+fn unavailable(why: &str) -> ApiError {
+    ApiError::new(ErrorCode::ServiceUnavailable, format!("{why}; retry later"))
+}

@@ -1,0 +1,102 @@
+//! Fencing epochs of placement slots (cluster mode).
+//!
+//! A node that takes a slot raises its epoch here ([`Store::raise_slot_epoch`]);
+//! every ledger batch that carries fences first takes a shared lock on the
+//! fenced slots' rows and checks their epochs ([`check_fences`]). Raising an
+//! epoch takes the row's exclusive lock, so it waits for batches still in
+//! flight under the old epoch, and every batch after it that still carries
+//! the old epoch is refused: a node that lost its lease cannot write, whatever
+//! it believes. Locks are taken in slot order, first in each transaction.
+
+use sqlx::{Any, Transaction};
+
+use crate::{col, now_text, Result, StorageError, Store};
+
+/// A write's claim to a slot at an epoch.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
+pub struct Fence {
+    pub slot: u32,
+    pub epoch: i64,
+}
+
+/// Fences one batch carries at most (one per slot).
+pub const FENCES_PER_BATCH_MAX: usize = 64;
+
+impl Store {
+    /// Raises the epoch of `slot` for `node` and answers it.
+    pub async fn raise_slot_epoch(&self, slot: u32, node: &str) -> Result<i64> {
+        let node = node.to_string();
+        self.run(move |pool| async move {
+            let mut tx = crate::begin_write(&pool).await?;
+            let raised = sqlx::query(
+                "UPDATE cluster_slot SET epoch = epoch + 1, owner_node = ?, claimed_date = ? WHERE slot = ?",
+            )
+            .bind(node)
+            .bind(now_text())
+            .bind(i64::from(slot))
+            .execute(&mut *tx)
+            .await?;
+            if raised.rows_affected() != 1 {
+                return Err(StorageError::Invariant(format!("slot {slot} has no fencing row")));
+            }
+            let row = sqlx::query("SELECT epoch FROM cluster_slot WHERE slot = ?")
+                .bind(i64::from(slot))
+                .fetch_one(&mut *tx)
+                .await?;
+            let epoch: i64 = col(&row, "epoch")?;
+            tx.commit().await?;
+            Ok(epoch)
+        })
+        .await
+    }
+}
+
+/// Refuses the transaction unless every fence still holds its slot's epoch.
+pub(crate) async fn check_fences(
+    tx: &mut Transaction<'static, Any>,
+    fences: &[Fence],
+) -> Result<()> {
+    if fences.is_empty() {
+        return Ok(());
+    }
+    let mut wanted: Vec<Fence> = fences.to_vec();
+    wanted.sort();
+    wanted.dedup();
+    let mut slots: Vec<u32> = wanted.iter().map(|f| f.slot).collect();
+    slots.dedup();
+    if slots.len() > FENCES_PER_BATCH_MAX {
+        return Err(StorageError::Invariant(format!(
+            "{} fenced slots in one batch",
+            slots.len()
+        )));
+    }
+    let marks = vec!["?"; slots.len()].join(", ");
+    let sql = format!(
+        "SELECT slot, epoch FROM cluster_slot WHERE slot IN ({marks}) ORDER BY slot LOCK IN SHARE MODE"
+    );
+    // Only placeholders are spliced in.
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for slot in &slots {
+        query = query.bind(i64::from(*slot));
+    }
+    let rows = query.fetch_all(&mut **tx).await?;
+    let mut current = std::collections::HashMap::with_capacity(rows.len());
+    for row in &rows {
+        let slot: i64 = col(row, "slot")?;
+        let epoch: i64 = col(row, "epoch")?;
+        current.insert(slot, epoch);
+    }
+    for fence in &wanted {
+        let now = current.get(&i64::from(fence.slot)).copied();
+        if now != Some(fence.epoch) {
+            return Err(StorageError::Fenced {
+                slot: fence.slot,
+                epoch: fence.epoch,
+                current: now,
+            });
+        }
+    }
+    Ok(())
+}
