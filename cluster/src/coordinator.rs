@@ -23,15 +23,17 @@ use redis::aio::ConnectionManager;
 
 use crate::placement::{plan, Action, Lease, Placement, SLOTS};
 
+/// A database answer for the heartbeat.
+pub type EpochFuture<T> = Pin<Box<dyn Future<Output = Result<T, String>> + Send>>;
+
 /// What the heartbeat needs from the rest of the node.
 pub trait SlotHooks: Send + Sync + 'static {
-    /// Raises `slot`'s fencing epoch in the database; answers the new epoch.
-    /// Waits for writes still in flight under the old epoch.
-    fn raise_epoch(
-        &self,
-        slot: u32,
-        node: &str,
-    ) -> Pin<Box<dyn Future<Output = Result<i64, String>> + Send>>;
+    /// The slot's fencing epoch in the database now.
+    fn current_epoch(&self, slot: u32) -> EpochFuture<i64>;
+    /// Raises `slot`'s fencing epoch from `expected`; the new epoch, or
+    /// `None` if another claimer raised it first. Waits for writes still in
+    /// flight under the old epoch.
+    fn raise_epoch(&self, slot: u32, node: &str, expected: i64) -> EpochFuture<Option<i64>>;
     /// This node now owns `slot` at `epoch`.
     fn acquired(&self, slot: u32, epoch: i64);
     /// This node no longer owns `slot`: its actors must go.
@@ -118,8 +120,25 @@ async fn beat(
     let believed: Vec<bool> = (0..SLOTS)
         .map(|slot| placement.held_epoch(slot).is_some())
         .collect();
-    for action in plan(&settings.node, &names, &leases, &believed) {
+    // Renewals and hand-overs first: they only need Redis, and a claim may
+    // wait on the database.
+    let (claims, others): (Vec<Action>, Vec<Action>) =
+        plan(&settings.node, &names, &leases, &believed)
+            .into_iter()
+            .partition(|action| matches!(action, Action::Claim(_)));
+    for action in others {
         carry_out(conn, settings, placement, hooks, action).await?;
+    }
+    for action in claims {
+        let Action::Claim(slot) = action else {
+            continue;
+        };
+        if !claim(conn, settings, placement, hooks, slot).await? {
+            // The database is slow (a stopped node's transaction may hold
+            // the fencing row until MariaDB kills it): try on the next beat,
+            // keeping this beat short so membership and leases stay renewed.
+            break;
+        }
     }
     Ok(())
 }
@@ -265,7 +284,9 @@ async fn carry_out(
                 drop_slot(placement, hooks, slot, "lease changed under us");
             }
         }
-        Action::Claim(slot) => claim(conn, settings, placement, hooks, slot).await?,
+        Action::Claim(slot) => {
+            claim(conn, settings, placement, hooks, slot).await?;
+        }
         Action::Release(slot) => {
             // Stop using it first, so nothing is written under it while the
             // next owner raises the epoch (which would refuse it anyway).
@@ -288,27 +309,55 @@ fn drop_slot(placement: &Placement, hooks: &dyn SlotHooks, slot: u32, why: &str)
     }
 }
 
+/// Claims a free slot; false when the database did not answer in time.
 async fn claim(
     conn: &mut ConnectionManager,
     settings: &NodeSettings,
     placement: &Placement,
     hooks: &dyn SlotHooks,
     slot: u32,
-) -> Result<(), HeartbeatError> {
+) -> Result<bool, HeartbeatError> {
     let ttl_ms = (settings.ttl.as_millis() as u64).to_string();
     let prefix = format!("{}:", settings.node);
     let pending = format!("{}:pending", settings.node);
     let key = slot_key(settings, slot);
+    // Read before the lease is taken: the raise below succeeds only if no
+    // other claimer raised the epoch since, however late it arrives.
+    let Some(Ok(before)) = bounded(settings.heartbeat, hooks.current_epoch(slot)).await else {
+        return Ok(false);
+    };
     let sent = Instant::now();
     if eval(conn, CLAIM, &key, &[&prefix, &pending, &ttl_ms]).await? != 1 {
-        return Ok(());
+        return Ok(true);
     }
-    let epoch = match hooks.raise_epoch(slot, &settings.node).await {
-        Ok(epoch) => epoch,
-        Err(error) => {
+    let raised = bounded(
+        settings.heartbeat,
+        hooks.raise_epoch(slot, &settings.node, before),
+    )
+    .await;
+    let epoch = match raised {
+        Some(Ok(Some(epoch))) => epoch,
+        Some(Ok(None)) => {
+            tracing::warn!(
+                slot,
+                before,
+                "another claimer raised the epoch first; giving the lease back"
+            );
+            eval(conn, RELEASE, &key, &[&prefix]).await?;
+            return Ok(true);
+        }
+        Some(Err(error)) => {
             tracing::error!(slot, %error, "cannot raise the slot's epoch; giving the lease back");
             eval(conn, RELEASE, &key, &[&prefix]).await?;
-            return Ok(());
+            return Ok(false);
+        }
+        None => {
+            tracing::warn!(
+                slot,
+                "raising the slot's epoch is slow; giving the lease back"
+            );
+            eval(conn, RELEASE, &key, &[&prefix]).await?;
+            return Ok(false);
         }
     };
     let value = format!("{}:{epoch}", settings.node);
@@ -317,11 +366,16 @@ async fn claim(
         tracing::info!(slot, epoch, "slot acquired");
         hooks.acquired(slot, epoch);
     } else {
-        // The lease lapsed while the database was slow; the epoch raised is
-        // simply skipped by whoever takes the slot next.
+        // The lease lapsed while the database was slow; whoever takes the
+        // slot next reads this epoch and raises past it.
         tracing::warn!(slot, epoch, "lease lapsed while raising the epoch");
     }
-    Ok(())
+    Ok(true)
+}
+
+/// `work`'s answer if it comes within `limit`.
+async fn bounded<T>(limit: Duration, work: EpochFuture<T>) -> Option<Result<T, String>> {
+    tokio::time::timeout(limit, work).await.ok()
 }
 
 #[cfg(test)]

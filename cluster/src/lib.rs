@@ -14,6 +14,8 @@
 
 pub mod coordinator;
 pub mod placement;
+#[cfg(test)]
+mod simulation;
 pub mod timers;
 
 use std::collections::HashMap;

@@ -30,7 +30,7 @@ use switch_actors::settlement::{
 };
 use switch_actors::transfer::rules::TransferSettings;
 use switch_actors::transfer::{system_clock_ms, transfer_directory, Expire, TransferServices};
-use switch_cluster::coordinator::{self, NodeSettings, SlotHooks};
+use switch_cluster::coordinator::{self, EpochFuture, NodeSettings, SlotHooks};
 use switch_cluster::placement::{transfer_slot, Placement, Route};
 use switch_cluster::timers::{LocalTimers, Timers};
 use switch_cluster::Directory;
@@ -170,16 +170,17 @@ struct SlotEvents {
 }
 
 impl SlotHooks for SlotEvents {
-    fn raise_epoch(
-        &self,
-        slot: u32,
-        node: &str,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<i64, String>> + Send>> {
+    fn current_epoch(&self, slot: u32) -> EpochFuture<i64> {
+        let store = self.store.clone();
+        Box::pin(async move { store.slot_epoch(slot).await.map_err(|e| e.to_string()) })
+    }
+
+    fn raise_epoch(&self, slot: u32, node: &str, expected: i64) -> EpochFuture<Option<i64>> {
         let store = self.store.clone();
         let node = node.to_string();
         Box::pin(async move {
             store
-                .raise_slot_epoch(slot, &node)
+                .raise_slot_epoch(slot, &node, expected)
                 .await
                 .map_err(|e| e.to_string())
         })

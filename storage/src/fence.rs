@@ -25,29 +25,42 @@ pub struct Fence {
 pub const FENCES_PER_BATCH_MAX: usize = 64;
 
 impl Store {
-    /// Raises the epoch of `slot` for `node` and answers it.
-    pub async fn raise_slot_epoch(&self, slot: u32, node: &str) -> Result<i64> {
+    /// The current epoch of `slot`.
+    pub async fn slot_epoch(&self, slot: u32) -> Result<i64> {
+        self.run(move |pool| async move {
+            let row = sqlx::query("SELECT epoch FROM cluster_slot WHERE slot = ?")
+                .bind(i64::from(slot))
+                .fetch_optional(&pool)
+                .await?
+                .ok_or_else(|| {
+                    StorageError::Invariant(format!("slot {slot} has no fencing row"))
+                })?;
+            col(&row, "epoch")
+        })
+        .await
+    }
+
+    /// Raises the epoch of `slot` from `expected` for `node`; the new epoch,
+    /// or `None` when another claimer raised it first (compare-and-set, so
+    /// a raise that arrives late never overtakes a later owner's epoch).
+    pub async fn raise_slot_epoch(
+        &self,
+        slot: u32,
+        node: &str,
+        expected: i64,
+    ) -> Result<Option<i64>> {
         let node = node.to_string();
         self.run(move |pool| async move {
-            let mut tx = crate::begin_write(&pool).await?;
             let raised = sqlx::query(
-                "UPDATE cluster_slot SET epoch = epoch + 1, owner_node = ?, claimed_date = ? WHERE slot = ?",
+                "UPDATE cluster_slot SET epoch = epoch + 1, owner_node = ?, claimed_date = ? WHERE slot = ? AND epoch = ?",
             )
             .bind(node)
             .bind(now_text())
             .bind(i64::from(slot))
-            .execute(&mut *tx)
+            .bind(expected)
+            .execute(&pool)
             .await?;
-            if raised.rows_affected() != 1 {
-                return Err(StorageError::Invariant(format!("slot {slot} has no fencing row")));
-            }
-            let row = sqlx::query("SELECT epoch FROM cluster_slot WHERE slot = ?")
-                .bind(i64::from(slot))
-                .fetch_one(&mut *tx)
-                .await?;
-            let epoch: i64 = col(&row, "epoch")?;
-            tx.commit().await?;
-            Ok(epoch)
+            Ok((raised.rows_affected() == 1).then_some(expected + 1))
         })
         .await
     }

@@ -126,9 +126,10 @@ impl Store {
             .acquire_timeout(Duration::from_millis(settings.acquire_timeout_ms));
         if backend == Backend::MySql {
             let port = mysql_port(&url)?;
-            options = options.after_connect(move |_conn, _meta| {
+            options = options.after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     nodelay::set_nodelay_to_port(port);
+                    bound_idle_transactions(conn).await;
                     Ok(())
                 })
             });
@@ -225,6 +226,24 @@ impl Store {
                 pool.close().await
             })
             .await;
+    }
+}
+
+/// Seconds a transaction may sit idle (no statement running) before
+/// MariaDB kills its connection. Our transactions never wait between
+/// statements, so only a stopped or partitioned node's transaction lasts this
+/// long, and its locks (a fencing row, the open window) would otherwise
+/// freeze every other node until it resumed.
+pub const IDLE_TRANSACTION_TIMEOUT_S: u32 = 2;
+
+/// Sets [`IDLE_TRANSACTION_TIMEOUT_S`] on a new MariaDB connection. MySQL has
+/// no such setting: there the statement fails, the connection is kept, and
+/// a paused node's locks last until it resumes (docs/cluster.md).
+async fn bound_idle_transactions(conn: &mut sqlx::AnyConnection) {
+    use sqlx::Executor;
+    let statement = format!("SET SESSION idle_transaction_timeout = {IDLE_TRANSACTION_TIMEOUT_S}");
+    if let Err(error) = conn.execute(sqlx::AssertSqlSafe(statement)).await {
+        tracing::debug!(%error, "idle_transaction_timeout not supported (MySQL)");
     }
 }
 

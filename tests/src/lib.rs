@@ -80,6 +80,11 @@ impl TestDb {
         self.dir.join("switch.log")
     }
 
+    /// A file in the database's scratch folder.
+    pub fn scratch_path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+
     /// Rows of a query, every column read as text (for before/after comparisons).
     pub fn rows(&self, sql: &str) -> Vec<Vec<String>> {
         let url = self.url.clone();
@@ -121,6 +126,29 @@ impl TestDb {
             pool.close().await;
             text
         })
+    }
+}
+
+impl TestDb {
+    /// MariaDB only: kills every connection open to this database (a
+    /// dropped connection, as a network blip or a server restart does).
+    pub fn kill_connections(&self) -> usize {
+        let Some(name) = &self.mysql_name else {
+            return 0;
+        };
+        let ids = self.rows(&format!(
+            "SELECT ID FROM information_schema.PROCESSLIST WHERE DB = '{name}' AND ID <> CONNECTION_ID()"
+        ));
+        for id in &ids {
+            // A connection may end by itself meanwhile; only the attempt counts.
+            let _ = std::panic::catch_unwind(|| mysql_admin(&format!("KILL CONNECTION {}", id[0])));
+        }
+        ids.len()
+    }
+
+    /// The database's name on the MariaDB server.
+    pub fn mysql_name(&self) -> Option<&str> {
+        self.mysql_name.as_deref()
     }
 }
 
@@ -246,12 +274,17 @@ pub struct Switch {
 impl Switch {
     /// Starts a switch on `db` with extra `MOJASWITCH_*` settings and waits until it is healthy.
     pub async fn start(db: &TestDb, extra_env: &[(&str, &str)]) -> Switch {
+        Switch::start_logged(db, &db.log_path(), extra_env).await
+    }
+
+    /// [`Switch::start`] with its own log file (several nodes on one database).
+    pub async fn start_logged(db: &TestDb, log_path: &Path, extra_env: &[(&str, &str)]) -> Switch {
         let fspiop_port = free_port();
         let operator_port = free_port();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(db.log_path())
+            .open(log_path)
             .expect("log file");
         let mut cmd = command(&db.url);
         cmd.env("MOJASWITCH_FSPIOP_PORT", fspiop_port.to_string())
@@ -270,7 +303,7 @@ impl Switch {
             fspiop_port,
             operator_port,
             db_url: db.url.clone(),
-            log: db.log_path(),
+            log: log_path.to_path_buf(),
             client: reqwest::Client::builder()
                 .timeout(Duration::from_secs(30))
                 .build()
@@ -327,6 +360,15 @@ impl Switch {
             .args(["-TERM", &child.id().to_string()])
             .status();
         wait_exit(&mut child, STOP_TIMEOUT)
+    }
+
+    /// Sends a signal (e.g. `STOP`, `CONT`) to the running switch.
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.pid().to_string()])
+            .status()
+            .expect("run kill");
+        assert!(status.success(), "kill -{name} failed");
     }
 
     /// SIGKILL: a crash.

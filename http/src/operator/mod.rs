@@ -17,6 +17,7 @@ use crate::state::AppState;
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/health").route(web::get().to(health)));
     cfg.service(web::resource("/metrics").route(web::get().to(metrics)));
+    cfg.service(web::resource("/cluster").route(web::get().to(cluster)));
     cfg.service(web::resource("/enums").route(web::get().to(reference::enums)));
     cfg.service(
         web::resource("/ledgerAccountTypes")
@@ -57,18 +58,50 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
             .push(json!({"name": "cache", "status": if cache.is_ok() { "OK" } else { "DOWN" }}));
     }
     let now = chrono::Utc::now();
-    let body = json!({
-        "status": if all_ok { "OK" } else { "DOWN" },
+    let mut body = json!({
+        "status": "OK",
         "uptime": (now - state.started_at).num_milliseconds() as f64 / 1000.0,
         "startTime": state.started_at.to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
         "versionNumber": env!("CARGO_PKG_VERSION"),
         "services": services,
     });
+    if state.placement.is_cluster() {
+        // A node whose heartbeat cannot reach Redis owns nothing it can
+        // trust: it refuses new work (2003) and says so here.
+        all_ok &= state.placement.redis_ok();
+        body["cluster"] = cluster_view(&state.placement);
+    }
+    body["status"] = json!(if all_ok { "OK" } else { "DOWN" });
     if all_ok {
         HttpResponse::Ok().json(body)
     } else {
         HttpResponse::BadGateway().json(body)
     }
+}
+
+/// This node, its heartbeat, and the live members with the slots each holds.
+fn cluster_view(placement: &switch_cluster::placement::Placement) -> serde_json::Value {
+    let members: Vec<_> = placement
+        .members()
+        .into_iter()
+        .map(|m| json!({"node": m.node, "address": m.address, "state": "ALIVE", "slots": m.slots}))
+        .collect();
+    json!({
+        "node": placement.node(),
+        "heartbeat": if placement.redis_ok() { "OK" } else { "DOWN" },
+        "slots": switch_cluster::placement::SLOTS,
+        "slotsOwned": placement.owned().len(),
+        "slotsWithoutOwner": placement.unowned(),
+        "members": members,
+    })
+}
+
+/// `GET /cluster`: the cluster view of `/health` alone (404 when embedded).
+pub async fn cluster(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
+    if !state.placement.is_cluster() {
+        return Err(not_found("a cluster (this node runs embedded)"));
+    }
+    Ok(HttpResponse::Ok().json(cluster_view(&state.placement)))
 }
 
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {

@@ -66,8 +66,12 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(30);
 const REGISTRATION_TIMEOUT: Duration = Duration::from_secs(10);
 /// Scheduler tick.
 const TICK: Duration = Duration::from_millis(1);
-/// Transfer (and quote) expiry (well beyond the run's grace period).
-const EXPIRES_IN_S: i64 = 120;
+/// How far ahead each transfer expires (`--expires-in-s`; set once at start).
+static EXPIRES_IN_S: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(120);
+
+fn expires_in_s() -> i64 {
+    EXPIRES_IN_S.load(Ordering::Relaxed)
+}
 /// The party type of the e2e tier's parties.
 const PARTY_ID_TYPE: &str = "MSISDN";
 /// The schema's limit on one batch registration.
@@ -176,6 +180,9 @@ struct Args {
     /// Amount of each transfer.
     #[arg(long, default_value = "1")]
     amount: String,
+    /// Seconds until each transfer (or bulk, or quote) expires.
+    #[arg(long, default_value_t = 120)]
+    expires_in_s: i64,
     /// Transfers tier: each transaction is a POST /bulkTransfers of this many transfers (0: single transfers; at most 1000).
     #[arg(long, default_value_t = 0)]
     bulk: usize,
@@ -995,7 +1002,7 @@ async fn answer_quote(sim: Arc<Sim>, payee: String, payer: String, quote: Value)
     );
     let body = json!({
         "transferAmount": amount,
-        "expiration": iso_in(EXPIRES_IN_S),
+        "expiration": iso_in(expires_in_s()),
         "ilpPacket": packet,
         "condition": condition,
     });
@@ -1119,7 +1126,7 @@ fn prepare_body(
         "amount": amount,
         "ilpPacket": packet,
         "condition": condition,
-        "expiration": iso_in(EXPIRES_IN_S),
+        "expiration": iso_in(expires_in_s()),
     });
     body.to_string().into_bytes()
 }
@@ -1174,7 +1181,7 @@ fn bulk_prepare(id: &str, payer: &str, payee: &str, amount: &str, lines: usize) 
         "payerFsp": payer,
         "payeeFsp": payee,
         "individualTransfers": individual,
-        "expiration": iso_in(EXPIRES_IN_S),
+        "expiration": iso_in(expires_in_s()),
     });
     Prepare {
         id: id.to_string(),
@@ -1748,6 +1755,7 @@ fn percentile(sorted: &[u64], p: f64) -> Option<f64> {
 
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    EXPIRES_IN_S.store(args.expires_in_s, Ordering::Relaxed);
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -1764,6 +1772,10 @@ fn check_args(args: &Args) -> anyhow::Result<()> {
         "--steady-s must be positive"
     );
     anyhow::ensure!(args.dfsps >= 2, "--dfsps must be at least 2");
+    anyhow::ensure!(
+        (1..=86_400).contains(&args.expires_in_s),
+        "--expires-in-s must be between 1 and 86400"
+    );
     anyhow::ensure!(
         (0.0..=100.0).contains(&args.skew),
         "--skew is a percentage (0 to 100)"

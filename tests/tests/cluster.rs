@@ -1,0 +1,416 @@
+//! Cluster mode: three switch processes on one MariaDB database and one
+//! Redis, traffic from the load generator spread over the nodes, and the
+//! failures of docs/cluster.md injected under load: a node killed, a node
+//! paused past its lease, Redis restarted, the database connections
+//! dropped. After each, every transfer ends final and `mojaswitch check`
+//! holds. Each test runs its own `redis-server` (so it can restart it) and
+//! its own database.
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use switch_tests::{assert_ledger_ok, free_port, Backend, Switch, TestDb};
+
+/// Short heartbeat and lease, so failovers happen within a test's time.
+const HEARTBEAT_MS: &str = "200";
+const NODE_TTL_MS: &str = "1500";
+/// Transfers expire soon, so those a failure strands end within the test.
+const EXPIRES_IN_S: &str = "6";
+/// Longest wait for the cluster to settle (members agreed, every slot owned).
+const SETTLE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Longest wait for every transfer to be final after the load.
+const FINAL_TIMEOUT: Duration = Duration::from_secs(40);
+
+/// A private redis-server on a free port.
+struct Redis {
+    port: u16,
+    child: Option<Child>,
+}
+
+impl Redis {
+    fn start(port: u16) -> Redis {
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server must be installed (scripts/test.sh installs it)");
+        let redis = Redis {
+            port,
+            child: Some(child),
+        };
+        redis.wait_ready();
+        redis
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn wait_ready(&self) {
+        use std::io::{Read, Write};
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let pong = std::net::TcpStream::connect(("127.0.0.1", self.port)).and_then(|mut s| {
+                s.write_all(b"PING\r\n")?;
+                let mut buf = [0u8; 7];
+                s.read_exact(&mut buf)?;
+                Ok(buf)
+            });
+            if matches!(pong, Ok(buf) if &buf == b"+PONG\r\n") {
+                return;
+            }
+            assert!(Instant::now() < deadline, "redis-server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL: Redis loses every key (it keeps nothing on disk here).
+    fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+struct Cluster {
+    db: TestDb,
+    redis: Redis,
+    nodes: Vec<Option<Switch>>,
+}
+
+impl Cluster {
+    async fn start(size: usize) -> Cluster {
+        let db = TestDb::new(Backend::MySql);
+        let redis = Redis::start(free_port());
+        let mut nodes = Vec::new();
+        for index in 0..size {
+            nodes.push(Some(start_node(&db, &redis, index).await));
+        }
+        let cluster = Cluster { db, redis, nodes };
+        cluster.wait_settled(&(0..size).collect::<Vec<_>>()).await;
+        cluster
+    }
+
+    fn node(&self, index: usize) -> &Switch {
+        self.nodes[index].as_ref().expect("node running")
+    }
+
+    /// Waits until the `live` nodes agree on the members and together own
+    /// every slot.
+    async fn wait_settled(&self, live: &[usize]) {
+        let deadline = Instant::now() + SETTLE_TIMEOUT;
+        loop {
+            let mut views = Vec::new();
+            for index in live {
+                let (status, view) = self.node(*index).get("/cluster").await;
+                views.push((status, view));
+            }
+            let settled = views.iter().all(|(status, view)| {
+                *status == 200
+                    && view["members"].as_array().map(Vec::len) == Some(live.len())
+                    && view["slotsWithoutOwner"] == 0
+            }) && views
+                .iter()
+                .map(|(_, view)| view["slotsOwned"].as_u64().unwrap_or(0))
+                .sum::<u64>()
+                == 64;
+            if settled {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "cluster of {live:?} did not settle: {views:?}\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    fn logs(&self) -> String {
+        (0..self.nodes.len())
+            .map(|i| {
+                let text = std::fs::read_to_string(node_log(&self.db, i)).unwrap_or_default();
+                let tail: Vec<&str> = text.lines().rev().take(40).collect();
+                format!(
+                    "--- node {i} (last 40 lines, newest first)\n{}",
+                    tail.join("\n")
+                )
+            })
+            .collect::<Vec<_>>()
+            .join("\n")
+    }
+
+    /// Starts the load generator through the `via` nodes.
+    fn load(&self, via: &[usize], rate: u32, steady_s: u32) -> Load {
+        let urls: Vec<String> = via.iter().map(|i| self.node(*i).fspiop("")).collect();
+        let json = self.db.scratch_path(&format!("bench-{}.json", free_port()));
+        let child = Command::new(env!("CARGO_BIN_EXE_mojaswitch-bench"))
+            .args([
+                "--fspiop-url",
+                &urls.join(","),
+                "--operator-url",
+                &self.node(via[0]).operator(""),
+                "--db-url",
+                &self.db.url,
+                "--rate",
+                &rate.to_string(),
+                "--ramp-s",
+                "1",
+                "--steady-s",
+                &steady_s.to_string(),
+                "--expires-in-s",
+                EXPIRES_IN_S,
+                "--switch-bin",
+                switch_tests::binary().to_str().expect("path"),
+                "--json",
+                json.to_str().expect("path"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start mojaswitch-bench");
+        Load { child, json }
+    }
+
+    /// Transfers not yet final (RECEIVED or RESERVED).
+    fn unfinished(&self) -> i64 {
+        let rows = self.db.rows(
+            "SELECT COUNT(*) FROM transfer t WHERE (SELECT s.state FROM transfer_state_change s \
+             WHERE s.transfer_seq = t.transfer_seq ORDER BY s.transfer_state_change_id DESC LIMIT 1) \
+             IN ('RECEIVED_PREPARE', 'RESERVED')",
+        );
+        rows[0][0].parse().expect("count")
+    }
+
+    /// Waits until every transfer is COMMITTED, ABORTED or expired.
+    async fn wait_all_final(&self) {
+        let deadline = Instant::now() + FINAL_TIMEOUT;
+        loop {
+            let unfinished = self.unfinished();
+            if unfinished == 0 {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{unfinished} transfers still not final\n{}",
+                self.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    fn committed(&self) -> i64 {
+        let rows = self.db.rows("SELECT COUNT(*) FROM transfer_fulfilment");
+        rows[0][0].parse().expect("count")
+    }
+}
+
+fn node_log(db: &TestDb, index: usize) -> std::path::PathBuf {
+    db.scratch_path(&format!("node{index}.log"))
+}
+
+async fn start_node(db: &TestDb, redis: &Redis, index: usize) -> Switch {
+    let cluster_port = free_port().to_string();
+    let node_id = format!("n{index}");
+    let redis_url = redis.url();
+    let env = [
+        ("MOJASWITCH_REDIS_URL", redis_url.as_str()),
+        ("MOJASWITCH_CLUSTER_NAME", "test"),
+        ("MOJASWITCH_NODE_ID", node_id.as_str()),
+        ("MOJASWITCH_CLUSTER_PORT", cluster_port.as_str()),
+        ("MOJASWITCH_HEARTBEAT_INTERVAL_MS", HEARTBEAT_MS),
+        ("MOJASWITCH_NODE_TTL_MS", NODE_TTL_MS),
+        ("MOJASWITCH_EXPIRY_TICK_MS", "50"),
+    ];
+    Switch::start_logged(db, &node_log(db, index), &env).await
+}
+
+/// A running load generator.
+struct Load {
+    child: Child,
+    json: std::path::PathBuf,
+}
+
+impl Load {
+    /// Waits for the generator; its summary. It exits non-zero when the
+    /// books do not agree with what it was told.
+    fn finish(self) -> Value {
+        let output = self.child.wait_with_output().expect("bench output");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            output.status.success(),
+            "load generator failed ({}):\n{stderr}",
+            output.status
+        );
+        let text = std::fs::read_to_string(&self.json).expect("bench JSON");
+        serde_json::from_str(&text).expect("bench JSON parses")
+    }
+}
+
+fn counter(summary: &Value, name: &str) -> u64 {
+    summary["counts"][name]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no {name} in {summary}"))
+}
+
+/// A metric line's value on a node (0 when absent).
+async fn metric(node: &Switch, line_prefix: &str) -> f64 {
+    let text = node
+        .client
+        .get(node.operator("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("metrics text");
+    text.lines()
+        .find(|l| l.starts_with(line_prefix))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_act_as_one_switch() {
+    let cluster = Cluster::start(3).await;
+    let (status, view) = cluster.node(1).get("/health").await;
+    assert_eq!(status, 200, "{view}");
+    assert_eq!(view["cluster"]["members"].as_array().map(Vec::len), Some(3));
+    let summary = cluster.load(&[0, 1, 2], 100, 4).finish();
+    let scheduled = counter(&summary, "scheduled");
+    assert!(scheduled > 300, "{summary}");
+    assert_eq!(counter(&summary, "committed"), scheduled, "{summary}");
+    assert_eq!(cluster.committed() as u64, scheduled);
+    // Every node owned positions that other nodes' transfers used.
+    for index in 0..3 {
+        let answered = metric(
+            cluster.node(index),
+            "mojaswitch_http_requests_total{api=\"cluster\",method=\"POST\",route=\"/internal/positions\",status=\"200\"}",
+        )
+        .await;
+        assert!(answered > 0.0, "node {index} answered no position call");
+    }
+    assert_ledger_ok(&cluster.db.url);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_killed_under_load_loses_nothing() {
+    let mut cluster = Cluster::start(3).await;
+    let load = cluster.load(&[0, 1], 100, 8);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    cluster.nodes[2].take().expect("node 2").kill();
+    cluster.wait_settled(&[0, 1]).await;
+    let summary = load.finish();
+    cluster.wait_all_final().await;
+    assert!(cluster.committed() > 0, "{summary}");
+    assert_ledger_ok(&cluster.db.url);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_paused_past_its_lease_rejoins_without_harm() {
+    let cluster = Cluster::start(3).await;
+    let load = cluster.load(&[0, 1], 100, 9);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    cluster.node(2).signal("STOP");
+    cluster.wait_settled(&[0, 1]).await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    cluster.node(2).signal("CONT");
+    cluster.wait_settled(&[0, 1, 2]).await;
+    let summary = load.finish();
+    cluster.wait_all_final().await;
+    assert!(cluster.committed() > 0, "{summary}");
+    assert_ledger_ok(&cluster.db.url);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarted_under_load_costs_only_a_pause() {
+    let mut cluster = Cluster::start(3).await;
+    let load = cluster.load(&[0, 1, 2], 100, 9);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    cluster.redis.kill();
+    // Without Redis a node trusts none of its leases and says so.
+    let deadline = Instant::now() + SETTLE_TIMEOUT;
+    loop {
+        let (status, view) = cluster.node(0).get("/health").await;
+        if view["cluster"]["heartbeat"] == "DOWN" {
+            assert_eq!(status, 502, "{view}");
+            assert_eq!(view["status"], "DOWN", "{view}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "health stayed {status}: {view}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let port = cluster.redis.port;
+    cluster.redis = Redis::start(port);
+    cluster.wait_settled(&[0, 1, 2]).await;
+    let summary = load.finish();
+    cluster.wait_all_final().await;
+    assert!(cluster.committed() > 0, "{summary}");
+    assert_ledger_ok(&cluster.db.url);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn database_connections_dropped_under_load_lose_nothing() {
+    let cluster = Cluster::start(3).await;
+    let load = cluster.load(&[0, 1, 2], 100, 8);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let killed = cluster.db.kill_connections();
+    assert!(killed > 0, "no connection to kill");
+    let summary = load.finish();
+    cluster.wait_all_final().await;
+    assert!(cluster.committed() > 0, "{summary}");
+    assert_ledger_ok(&cluster.db.url);
+}
+
+/// The database, not only the node, refuses a write under an epoch that a
+/// later owner has superseded: here the epochs are raised behind the
+/// node's back while it still holds its leases in Redis.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_under_a_superseded_epoch_is_refused_by_the_database() {
+    let cluster = Cluster::start(1).await;
+    let node = cluster.node(0);
+    node.onboard_hub("USD").await;
+    let accounts = node.onboard_dfsp("fencedfsp", "USD", "1000", "500").await;
+    let before = node.balance("fencedfsp", accounts.settlement).await;
+    // As if another node had taken every slot (`rows` runs any statement).
+    cluster.db.rows("UPDATE cluster_slot SET epoch = epoch + 1");
+    let (status, body) = node
+        .funds(
+            "fencedfsp",
+            accounts.settlement,
+            "recordFundsIn",
+            &switch_tests::new_id(),
+            "250",
+            "USD",
+        )
+        .await;
+    assert_eq!(status, 500, "{body}");
+    assert_eq!(body["errorInformation"]["errorCode"], "2001", "{body}");
+    assert_eq!(
+        node.balance("fencedfsp", accounts.settlement).await,
+        before,
+        "nothing moved"
+    );
+    let log = std::fs::read_to_string(node_log(&cluster.db, 0)).unwrap_or_default();
+    assert!(log.contains("is fenced"), "the refusal is logged:\n{log}");
+    assert_ledger_ok(&cluster.db.url);
+}
