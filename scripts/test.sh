@@ -282,6 +282,8 @@ redis_version=$(timeout 5 "$REDIS_CLI" -h "$REDIS_HOST" -p "$REDIS_PORT" info se
 # --- environment for the tests ---------------------------------------------
 export MOJASWITCH_TEST_MYSQL_URL="${MOJASWITCH_TEST_MYSQL_URL:-mysql://$TEST_DB_USER:$TEST_DB_PASS@$MYSQL_HOST:$MYSQL_PORT}"
 export MOJASWITCH_TEST_REDIS_URL="${MOJASWITCH_TEST_REDIS_URL:-redis://$REDIS_HOST:$REDIS_PORT}"
+# The cluster tests start (and restart) private redis-server processes.
+export MOJASWITCH_TEST_REDIS_SERVER="${MOJASWITCH_TEST_REDIS_SERVER:-$REDIS_SERVER}"
 
 echo "services: MariaDB $mysql_version on $MYSQL_HOST:$MYSQL_PORT" \
     "(user $TEST_DB_USER, innodb_flush_log_at_trx_commit=$mysql_flush)," \

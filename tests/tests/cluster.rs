@@ -30,7 +30,10 @@ struct Redis {
 
 impl Redis {
     fn start(port: u16) -> Redis {
-        let child = Command::new("redis-server")
+        // scripts/test.sh says where it found (or installed) redis-server.
+        let program =
+            std::env::var("MOJASWITCH_TEST_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
+        let child = Command::new(program)
             .args([
                 "--port",
                 &port.to_string(),

@@ -183,19 +183,7 @@ impl Positions {
         request: PositionRequest,
         timeout: std::time::Duration,
     ) -> Result<PositionAnswer, AskError> {
-        match self
-            .placement
-            .route(position_slot(&key.participant, &key.currency))
-        {
-            Route::Local { .. } => ask(&self.local.get(key), request, timeout).await,
-            Route::Remote { address, .. } => match &self.remote {
-                Some(remote) => remote.ask(&address, key, &request, timeout).await,
-                None => Err(AskError::Unavailable("no node-to-node channel".into())),
-            },
-            Route::Unavailable { slot } => Err(AskError::Unavailable(format!(
-                "slot {slot} has no live owner"
-            ))),
-        }
+        self.send(key, request, timeout, true).await
     }
 
     /// For the node-to-node channel: handles `request` only if this node
@@ -206,14 +194,30 @@ impl Positions {
         request: PositionRequest,
         timeout: std::time::Duration,
     ) -> Result<PositionAnswer, AskError> {
-        match self
+        self.send(key, request, timeout, false).await
+    }
+
+    async fn send(
+        &self,
+        key: &PositionKey,
+        request: PositionRequest,
+        timeout: std::time::Duration,
+        may_forward: bool,
+    ) -> Result<PositionAnswer, AskError> {
+        let route = self
             .placement
-            .route(position_slot(&key.participant, &key.currency))
-        {
-            Route::Local { .. } => ask(&self.local.get(key), request, timeout).await,
-            _ => Err(AskError::Unavailable(
-                "this node does not own the position".into(),
-            )),
+            .route(position_slot(&key.participant, &key.currency));
+        match (route, &self.remote) {
+            (Route::Local { .. }, _) => ask(&self.local.get(key), request, timeout).await,
+            (Route::Remote { address, .. }, Some(remote)) if may_forward => {
+                remote.ask(&address, key, &request, timeout).await
+            }
+            (Route::Remote { node, .. }, _) => Err(AskError::Unavailable(format!(
+                "the position is owned by {node}"
+            ))),
+            (Route::Unavailable { slot }, _) => Err(AskError::Unavailable(format!(
+                "slot {slot} has no live owner"
+            ))),
         }
     }
 
