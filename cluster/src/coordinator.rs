@@ -38,6 +38,14 @@ pub trait SlotHooks: Send + Sync + 'static {
     fn acquired(&self, slot: u32, epoch: i64);
     /// This node no longer owns `slot`: its actors must go.
     fn lost(&self, slot: u32);
+    /// An operator changed reference data (participants, endpoints,
+    /// settlement models) through some node: drop what is cached.
+    fn reference_changed(&self);
+}
+
+/// The counter every node bumps when an operator changes reference data.
+pub fn reference_version_key(namespace: &str) -> String {
+    format!("{namespace}:reference_version")
 }
 
 /// Who this node is in the cluster.
@@ -84,9 +92,17 @@ pub async fn run(
 ) {
     let mut interval = tokio::time::interval(settings.heartbeat);
     interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut reference_version: Option<i64> = None;
     loop {
         interval.tick().await;
-        match beat(&mut conn, &settings, &placement, hooks.as_ref()).await {
+        let beaten = beat(&mut conn, &settings, &placement, hooks.as_ref()).await;
+        let beaten = match beaten {
+            Ok(()) => {
+                watch_reference(&mut conn, &settings, hooks.as_ref(), &mut reference_version).await
+            }
+            failed => failed,
+        };
+        match beaten {
             Ok(()) => placement.set_redis_ok(true),
             Err(error) => {
                 if placement.redis_ok() {
@@ -96,6 +112,31 @@ pub async fn run(
             }
         }
     }
+}
+
+/// Clears the caches when the reference version moved since the last beat
+/// (and, to be safe, when it cannot be compared: first beat after a Redis
+/// restart).
+async fn watch_reference(
+    conn: &mut ConnectionManager,
+    settings: &NodeSettings,
+    hooks: &dyn SlotHooks,
+    seen: &mut Option<i64>,
+) -> Result<(), HeartbeatError> {
+    let now: Option<i64> = redis::cmd("GET")
+        .arg(reference_version_key(&settings.namespace))
+        .query_async(conn)
+        .await?;
+    let now = now.unwrap_or(0);
+    if seen.is_some_and(|seen| seen != now) {
+        tracing::info!(
+            version = now,
+            "reference data changed on another node; caches cleared"
+        );
+        hooks.reference_changed();
+    }
+    *seen = Some(now);
+    Ok(())
 }
 
 fn key(settings: &NodeSettings, what: &str) -> String {

@@ -164,6 +164,8 @@ async fn connect_cluster(config: &Config) -> Result<Coordination, StartError> {
 /// What the heartbeat does to this node's actors when slots come and go.
 struct SlotEvents {
     store: Store,
+    participants: ParticipantCache,
+    endpoints: EndpointCache,
     positions: Arc<Positions>,
     transfers: Arc<switch_actors::transfer::TransferDirectory>,
     timers: Arc<dyn Timers>,
@@ -205,6 +207,12 @@ impl SlotHooks for SlotEvents {
                 }
             }
         });
+    }
+
+    fn reference_changed(&self) {
+        self.participants.clear();
+        self.participants.models_changed();
+        self.endpoints.clear();
     }
 
     fn lost(&self, slot: u32) {
@@ -307,6 +315,8 @@ async fn run(
         // Timers are armed per slot as the heartbeat acquires slots.
         let events = Arc::new(SlotEvents {
             store: store.clone(),
+            participants: participants.clone(),
+            endpoints: endpoints.clone(),
             positions: positions.clone(),
             transfers: transfers.clone(),
             timers: timers.clone(),

@@ -76,6 +76,23 @@ impl AppState {
     pub fn participant_changed(&self, name: &str) {
         self.participants.invalidate(name);
         self.endpoints.invalidate(name);
+        self.announce_reference_change();
+    }
+
+    /// Forgets the settlement models after the operator changed one.
+    pub fn models_changed(&self) {
+        self.participants.models_changed();
+        self.announce_reference_change();
+    }
+
+    /// Cluster mode: tells the other nodes that reference data changed; each
+    /// clears its caches at its next heartbeat (see `coordinator::beat`).
+    fn announce_reference_change(&self) {
+        if let (Some(redis), true) = (&self.redis, self.placement.is_cluster()) {
+            redis.bump(switch_cluster::coordinator::reference_version_key(
+                &self.config.cluster_name,
+            ));
+        }
     }
 
     /// Sends a command to the position actor of `participant` in `currency`
@@ -115,6 +132,27 @@ impl RedisProbe {
             client: redis::Client::open(url)?,
             runtime,
         })
+    }
+
+    /// INCR `key` in the background, bounded to one second; a failure is
+    /// logged (the other nodes then see the change only when their caches
+    /// are next invalidated).
+    pub fn bump(&self, key: String) {
+        let client = self.client.clone();
+        self.runtime.spawn(async move {
+            let work = async {
+                let mut conn = client.get_multiplexed_async_connection().await?;
+                redis::cmd("INCR")
+                    .arg(&key)
+                    .query_async::<i64>(&mut conn)
+                    .await
+            };
+            match tokio::time::timeout(Duration::from_secs(1), work).await {
+                Ok(Ok(_)) => {}
+                Ok(Err(error)) => tracing::warn!(%error, "cannot announce a reference data change"),
+                Err(_) => tracing::warn!("announcing a reference data change timed out"),
+            }
+        });
     }
 
     /// PING with a one-second bound.

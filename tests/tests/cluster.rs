@@ -313,6 +313,34 @@ async fn three_nodes_act_as_one_switch() {
         assert!(answered > 0.0, "node {index} answered no position call");
     }
     assert_ledger_ok(&cluster.db.url);
+    // An operator change on one node reaches the others' caches.
+    const HEARD: &str = "reference data changed on another node";
+    let heard = |index: usize| {
+        std::fs::read_to_string(node_log(&cluster.db, index))
+            .unwrap_or_default()
+            .matches(HEARD)
+            .count()
+    };
+    let before = [heard(1), heard(2)];
+    let (status, body) = cluster
+        .node(0)
+        .post(
+            "/participants",
+            serde_json::json!({"name": "latecomer", "currency": "USD"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let deadline = Instant::now() + Duration::from_secs(5);
+    for (index, before) in [1, 2].into_iter().zip(before) {
+        while heard(index) == before {
+            assert!(
+                Instant::now() < deadline,
+                "node {index} did not hear of the change:\n{}",
+                cluster.logs()
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

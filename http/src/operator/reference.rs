@@ -147,7 +147,7 @@ pub async fn update_settlement_model(
         .store
         .set_settlement_model_active(model.id, is_active)
         .await?;
-    state.participants.models_changed();
+    state.models_changed();
     let mut updated = model.clone();
     updated.is_active = is_active;
     Ok(HttpResponse::Ok().json(settlement_model_json(&updated)))
@@ -252,7 +252,7 @@ pub async fn create_settlement_model(
             auto_position_reset,
         })
         .await?;
-    state.participants.models_changed();
+    state.models_changed();
     Ok(HttpResponse::Created().finish())
 }
 
