@@ -313,6 +313,28 @@ async fn three_nodes_act_as_one_switch() {
         assert!(answered > 0.0, "node {index} answered no position call");
     }
     assert_ledger_ok(&cluster.db.url);
+    // Bulk transfers are refused in cluster mode before anything is recorded.
+    let media = "application/vnd.interoperability.bulkTransfers+json;version=1.1";
+    let node = cluster.node(1);
+    let response = node
+        .client
+        .post(node.fspiop("/bulkTransfers"))
+        .header("content-type", media)
+        .header("accept", media)
+        .header(
+            "date",
+            chrono::Utc::now()
+                .format("%a, %d %b %Y %H:%M:%S GMT")
+                .to_string(),
+        )
+        .header("fspiop-source", "payerfsp")
+        .body("{}")
+        .send()
+        .await
+        .expect("bulk request");
+    assert_eq!(response.status().as_u16(), 501);
+    let body: Value = response.json().await.expect("error body");
+    assert_eq!(body["errorInformation"]["errorCode"], "2002", "{body}");
     // An operator change on one node reaches the others' caches.
     const HEARD: &str = "reference data changed on another node";
     let heard = |index: usize| {

@@ -62,6 +62,14 @@ async fn prepare(
     bytes: web::Bytes,
 ) -> ApiResult<HttpResponse> {
     let headers = headers::validate(Resource::BulkTransfers, true, request.headers())?;
+    if state.placement.is_cluster() {
+        // A bulk's lines would run beside the bulk, on slots this node does
+        // not own, and every line would fail; say so before taking it.
+        return Err(ApiError::new(
+            ErrorCode::NotImplemented,
+            "bulk transfers are not served in cluster mode yet; send the transfers one by one",
+        ));
+    }
     let body = checked_body(&state, &headers, "BulkTransfersPostRequest", &bytes)?;
     let bulk = new_bulk(&headers, &body, &bytes)?;
     if headers.source != bulk.payer_fsp {
