@@ -34,8 +34,9 @@ pub trait SlotHooks: Send + Sync + 'static {
     /// `None` if another claimer raised it first. Waits for writes still in
     /// flight under the old epoch.
     fn raise_epoch(&self, slot: u32, node: &str, expected: i64) -> EpochFuture<Option<i64>>;
-    /// This node now owns `slot` at `epoch`.
-    fn acquired(&self, slot: u32, epoch: i64);
+    /// This node now owns `slots` (all those one heartbeat took, at once, so
+    /// that work per acquisition, like re-arming timers, is done once).
+    fn acquired(&self, slots: &[u32]);
     /// This node no longer owns `slot`: its actors must go.
     fn lost(&self, slot: u32);
     /// An operator changed reference data (participants, endpoints,
@@ -170,18 +171,46 @@ async fn beat(
     for action in others {
         carry_out(conn, settings, placement, hooks, action).await?;
     }
+    let mut acquired = Vec::new();
+    let claimed = claim_all(conn, settings, placement, hooks, &claims, &mut acquired).await;
+    if !acquired.is_empty() {
+        hooks.acquired(&acquired);
+    }
+    claimed
+}
+
+/// The claims of one beat, in slot order; the slots taken go to `acquired`.
+async fn claim_all(
+    conn: &mut ConnectionManager,
+    settings: &NodeSettings,
+    placement: &Placement,
+    hooks: &dyn SlotHooks,
+    claims: &[Action],
+    acquired: &mut Vec<u32>,
+) -> Result<(), HeartbeatError> {
     for action in claims {
-        let Action::Claim(slot) = action else {
+        let Action::Claim(slot) = *action else {
             continue;
         };
-        if !claim(conn, settings, placement, hooks, slot).await? {
+        match claim(conn, settings, placement, hooks, slot).await? {
+            Claimed::Acquired => acquired.push(slot),
+            Claimed::NotTaken => {}
             // The database is slow (a stopped node's transaction may hold
             // the fencing row until MariaDB kills it): try on the next beat,
             // keeping this beat short so membership and leases stay renewed.
-            break;
+            Claimed::Stalled => break,
         }
     }
     Ok(())
+}
+
+/// How one claim ended.
+enum Claimed {
+    Acquired,
+    /// Another node holds the lease, or raised the epoch first.
+    NotTaken,
+    /// The database did not answer in time.
+    Stalled,
 }
 
 async fn register_and_list(
@@ -325,9 +354,8 @@ async fn carry_out(
                 drop_slot(placement, hooks, slot, "lease changed under us");
             }
         }
-        Action::Claim(slot) => {
-            claim(conn, settings, placement, hooks, slot).await?;
-        }
+        // Claims may wait on the database: `beat` runs them after the rest.
+        Action::Claim(_) => {}
         Action::Release(slot) => {
             // Stop using it first, so nothing is written under it while the
             // next owner raises the epoch (which would refuse it anyway).
@@ -350,14 +378,14 @@ fn drop_slot(placement: &Placement, hooks: &dyn SlotHooks, slot: u32, why: &str)
     }
 }
 
-/// Claims a free slot; false when the database did not answer in time.
+/// Claims a free slot.
 async fn claim(
     conn: &mut ConnectionManager,
     settings: &NodeSettings,
     placement: &Placement,
     hooks: &dyn SlotHooks,
     slot: u32,
-) -> Result<bool, HeartbeatError> {
+) -> Result<Claimed, HeartbeatError> {
     let ttl_ms = (settings.ttl.as_millis() as u64).to_string();
     let prefix = format!("{}:", settings.node);
     let pending = format!("{}:pending", settings.node);
@@ -365,11 +393,11 @@ async fn claim(
     // Read before the lease is taken: the raise below succeeds only if no
     // other claimer raised the epoch since, however late it arrives.
     let Some(Ok(before)) = bounded(settings.heartbeat, hooks.current_epoch(slot)).await else {
-        return Ok(false);
+        return Ok(Claimed::Stalled);
     };
     let sent = Instant::now();
     if eval(conn, CLAIM, &key, &[&prefix, &pending, &ttl_ms]).await? != 1 {
-        return Ok(true);
+        return Ok(Claimed::NotTaken);
     }
     let raised = bounded(
         settings.heartbeat,
@@ -385,12 +413,12 @@ async fn claim(
                 "another claimer raised the epoch first; giving the lease back"
             );
             eval(conn, RELEASE, &key, &[&prefix]).await?;
-            return Ok(true);
+            return Ok(Claimed::NotTaken);
         }
         Some(Err(error)) => {
             tracing::error!(slot, %error, "cannot raise the slot's epoch; giving the lease back");
             eval(conn, RELEASE, &key, &[&prefix]).await?;
-            return Ok(false);
+            return Ok(Claimed::Stalled);
         }
         None => {
             tracing::warn!(
@@ -398,20 +426,19 @@ async fn claim(
                 "raising the slot's epoch is slow; giving the lease back"
             );
             eval(conn, RELEASE, &key, &[&prefix]).await?;
-            return Ok(false);
+            return Ok(Claimed::Stalled);
         }
     };
     let value = format!("{}:{epoch}", settings.node);
     if eval(conn, SWAP, &key, &[&pending, &value, &ttl_ms]).await? == 1 {
         placement.set_mine(slot, epoch, trusted_until(sent, settings.ttl));
         tracing::info!(slot, epoch, "slot acquired");
-        hooks.acquired(slot, epoch);
-    } else {
-        // The lease lapsed while the database was slow; whoever takes the
-        // slot next reads this epoch and raises past it.
-        tracing::warn!(slot, epoch, "lease lapsed while raising the epoch");
+        return Ok(Claimed::Acquired);
     }
-    Ok(true)
+    // The lease lapsed while the database was slow; whoever takes the slot
+    // next reads this epoch and raises past it.
+    tracing::warn!(slot, epoch, "lease lapsed while raising the epoch");
+    Ok(Claimed::NotTaken)
 }
 
 /// `work`'s answer if it comes within `limit`.

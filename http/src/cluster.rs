@@ -19,9 +19,6 @@ use std::time::Duration;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
 use serde::{Deserialize, Serialize};
 use switch_actors::position::{
     PositionAnswer, PositionKey, PositionRequest, RemoteAnswer, RemotePositions,
@@ -32,6 +29,7 @@ use switch_cluster::AskError;
 use tokio::sync::Semaphore;
 
 use crate::errors::{ApiError, ApiResult};
+use crate::notifier::{callback_client, CallbackClient};
 use crate::state::AppState;
 
 /// Marks a request that one node forwarded to another.
@@ -46,15 +44,13 @@ const NOT_FORWARDED: [&str; 5] = [
     FORWARDED_BY,
 ];
 
-/// hyper, not reqwest: reqwest adds `Accept: */*`, which FSPIOP refuses on
-/// requests that must not carry one (a forwarded `PUT /transfers/{id}`).
-type PeerClient = Client<HttpConnector, Full<bytes::Bytes>>;
-
 /// The client side of the node-to-node channel.
 #[derive(Clone)]
 pub struct Peers {
     node: String,
-    client: PeerClient,
+    /// hyper, not reqwest: reqwest adds `Accept: */*`, which FSPIOP refuses
+    /// on requests that must not carry one (a forwarded `PUT /transfers/{id}`).
+    client: CallbackClient,
     io: tokio::runtime::Handle,
     in_flight_max: usize,
     slots: Arc<Mutex<HashMap<String, Arc<Semaphore>>>>,
@@ -74,13 +70,7 @@ pub enum PeerError {
 impl Peers {
     pub fn new(node: &str, io: tokio::runtime::Handle, in_flight_max: usize) -> Peers {
         assert!(in_flight_max > 0);
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(Duration::from_secs(1)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(64)
-            .pool_idle_timeout(Duration::from_secs(2))
-            .build(connector);
+        let client = callback_client(64);
         Peers {
             node: node.to_string(),
             client,
@@ -280,4 +270,56 @@ fn route_transfer(placement: &Placement, transfer_id: &str) -> Route {
 
 fn unavailable(why: &str) -> ApiError {
     ApiError::new(ErrorCode::ServiceUnavailable, format!("{why}; retry later"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A peer that accepts connections and never answers: the second
+    /// request beyond the bound is refused at once, the first times out.
+    #[actix_web::test]
+    async fn requests_to_a_stuck_peer_are_bounded_in_number_and_time() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let address = listener.local_addr().expect("address").to_string();
+        let held = Arc::new(Mutex::new(Vec::new()));
+        let keep = held.clone();
+        actix_web::rt::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                keep.lock().expect("lock").push(stream);
+            }
+        });
+        let peers = Peers::new("n0", tokio::runtime::Handle::current(), 1);
+        let request = actix_web::test::TestRequest::put()
+            .uri("/transfers/abc")
+            .to_http_request();
+        let body = web::Bytes::from_static(b"{}");
+        let timeout = Duration::from_millis(300);
+        let first = {
+            let (peers, address, request, body) = (
+                peers.clone(),
+                address.clone(),
+                request.clone(),
+                body.clone(),
+            );
+            actix_web::rt::spawn(
+                async move { peers.forward(&address, &request, &body, timeout).await },
+            )
+        };
+        // Let the first request take the only permit.
+        while peers.permits(&address).available_permits() > 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let second = peers.forward(&address, &request, &body, timeout).await;
+        assert!(matches!(second, Err(PeerError::Busy(1))), "{second:?}");
+        let first = first.await.expect("first request's task");
+        assert!(matches!(first, Err(PeerError::Timeout(_))), "{first:?}");
+        assert_eq!(
+            peers.permits(&address).available_permits(),
+            1,
+            "permit returned"
+        );
+    }
 }

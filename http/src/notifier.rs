@@ -164,9 +164,11 @@ impl HttpNotifier {
 /// hyper adds only `Host` and `Content-Length`. (reqwest would add
 /// `Accept: */*`, which FSPIOP DFSP software such as the SDK scheme adapter
 /// rejects as an unsupported version; callbacks carry no `Accept`.)
-type CallbackClient = Client<HttpConnector, Full<bytes::Bytes>>;
+pub(crate) type CallbackClient = Client<HttpConnector, Full<bytes::Bytes>>;
 
-fn callback_client(idle_per_host: usize) -> CallbackClient {
+/// Also the node-to-node client (`cluster::Peers`): forwarded FSPIOP
+/// requests must keep exactly their own headers too.
+pub(crate) fn callback_client(idle_per_host: usize) -> CallbackClient {
     let mut connector = HttpConnector::new();
     connector.set_nodelay(true);
     connector.set_connect_timeout(Some(Duration::from_secs(CONNECT_TIMEOUT_S)));

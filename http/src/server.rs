@@ -188,22 +188,24 @@ impl SlotHooks for SlotEvents {
         })
     }
 
-    fn acquired(&self, slot: u32, _epoch: i64) {
-        // The slot's unfinished transfers get their expiry timers here,
-        // whoever armed them before (a dead node, or a Redis that restarted).
+    fn acquired(&self, slots: &[u32]) {
+        // The slots' unfinished transfers get their expiry timers here,
+        // whoever armed them before (a dead node, or a Redis that restarted):
+        // one read for all the slots a heartbeat took.
+        let slots: std::collections::BTreeSet<u32> = slots.iter().copied().collect();
         let store = self.store.clone();
         let timers = self.timers.clone();
         tokio::spawn(async move {
             match store.unfinished_transfers().await {
                 Ok(unfinished) => {
                     for (id, expiration_ms) in unfinished {
-                        if transfer_slot(&id) == slot {
+                        if slots.contains(&transfer_slot(&id)) {
                             timers.schedule(&id, expiration_ms);
                         }
                     }
                 }
                 Err(error) => {
-                    tracing::error!(slot, %error, "cannot re-arm the slot's expiry timers")
+                    tracing::error!(?slots, %error, "cannot re-arm the slots' expiry timers")
                 }
             }
         });

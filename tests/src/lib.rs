@@ -248,6 +248,108 @@ pub fn free_port() -> u16 {
     panic!("no new free port in {ATTEMPTS_MAX} attempts");
 }
 
+/// A private `redis-server` (nothing kept on disk), killed when dropped.
+/// The cluster tests restart one; each SDK adapter needs its own, because
+/// the adapter's keys are server-wide.
+pub struct RedisServer {
+    pub port: u16,
+    /// Where the server logs (shown when it fails to start).
+    pub log: PathBuf,
+    child: Option<Child>,
+}
+
+/// Longest wait for a new redis-server to answer PING.
+const REDIS_START: Duration = Duration::from_secs(10);
+
+impl RedisServer {
+    /// Starts a server on `port`, working in `dir`, and waits for PING.
+    pub fn start(dir: &Path, name: &str, port: u16) -> RedisServer {
+        let work = dir.join(format!("redis-{name}"));
+        std::fs::create_dir_all(&work).expect("redis dir");
+        let log = dir.join(format!("redis-{name}.log"));
+        let file = std::fs::File::create(&log).expect("redis log");
+        // scripts/test.sh says where it found (or installed) redis-server.
+        let program =
+            std::env::var("MOJASWITCH_TEST_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
+        let child = Command::new(&program)
+            .current_dir(&work)
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no", "--daemonize", "no"])
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().expect("clone log"))
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("cannot start {program} (scripts/test.sh installs it): {e}")
+            });
+        let mut server = RedisServer {
+            port,
+            log,
+            child: Some(child),
+        };
+        server.wait_ready();
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + REDIS_START;
+        loop {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!(
+                    "redis-server exited ({status}):\n{}",
+                    read_or_empty(&self.log)
+                );
+            }
+            if redis_ping(self.port) {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "redis-server on port {} does not answer PING:\n{}",
+                self.port,
+                read_or_empty(&self.log)
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// SIGKILL: every key is lost.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn read_or_empty(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
+
+/// True when a Redis server on loopback `port` answers PING.
+fn redis_ping(port: u16) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
+    if stream.write_all(b"PING\r\n").is_err() {
+        return false;
+    }
+    let mut answer = [0u8; 7];
+    stream.read_exact(&mut answer).is_ok() && &answer == b"+PONG\r\n"
+}
+
 /// A `mojaswitch` command with only the given configuration (the test's own
 /// MOJASWITCH_* variables are not passed on).
 pub fn command(db_url: &str) -> Command {

@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
-use switch_tests::{assert_ledger_ok, free_port, Backend, Switch, TestDb};
+use switch_tests::{assert_ledger_ok, free_port, Backend, RedisServer, Switch, TestDb};
 
 /// Short heartbeat and lease, so failovers happen within a test's time.
 const HEARTBEAT_MS: &str = "200";
@@ -22,87 +22,16 @@ const SETTLE_TIMEOUT: Duration = Duration::from_secs(20);
 /// Longest wait for every transfer to be final after the load.
 const FINAL_TIMEOUT: Duration = Duration::from_secs(40);
 
-/// A private redis-server on a free port.
-struct Redis {
-    port: u16,
-    child: Option<Child>,
-}
-
-impl Redis {
-    fn start(port: u16) -> Redis {
-        // scripts/test.sh says where it found (or installed) redis-server.
-        let program =
-            std::env::var("MOJASWITCH_TEST_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
-        let child = Command::new(program)
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server must be installed (scripts/test.sh installs it)");
-        let redis = Redis {
-            port,
-            child: Some(child),
-        };
-        redis.wait_ready();
-        redis
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
-    }
-
-    fn wait_ready(&self) {
-        use std::io::{Read, Write};
-        let deadline = Instant::now() + Duration::from_secs(10);
-        loop {
-            let pong = std::net::TcpStream::connect(("127.0.0.1", self.port)).and_then(|mut s| {
-                s.write_all(b"PING\r\n")?;
-                let mut buf = [0u8; 7];
-                s.read_exact(&mut buf)?;
-                Ok(buf)
-            });
-            if matches!(pong, Ok(buf) if &buf == b"+PONG\r\n") {
-                return;
-            }
-            assert!(Instant::now() < deadline, "redis-server did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
-    /// SIGKILL: Redis loses every key (it keeps nothing on disk here).
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-}
-
-impl Drop for Redis {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
 struct Cluster {
     db: TestDb,
-    redis: Redis,
+    redis: RedisServer,
     nodes: Vec<Option<Switch>>,
 }
 
 impl Cluster {
     async fn start(size: usize) -> Cluster {
         let db = TestDb::new(Backend::MySql);
-        let redis = Redis::start(free_port());
+        let redis = RedisServer::start(&db.scratch_path(""), "cluster", free_port());
         let mut nodes = Vec::new();
         for index in 0..size {
             nodes.push(Some(start_node(&db, &redis, index).await));
@@ -116,35 +45,48 @@ impl Cluster {
         self.nodes[index].as_ref().expect("node running")
     }
 
+    /// Polls `check` every 100 ms until it answers `Ok`; after `timeout`,
+    /// panics with its last complaint and the nodes' logs.
+    async fn poll<F, Fut>(&self, timeout: Duration, mut check: F)
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<(), String>>,
+    {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let complaint = match check().await {
+                Ok(()) => return,
+                Err(complaint) => complaint,
+            };
+            assert!(Instant::now() < deadline, "{complaint}\n{}", self.logs());
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
     /// Waits until the `live` nodes agree on the members and together own
     /// every slot.
     async fn wait_settled(&self, live: &[usize]) {
-        let deadline = Instant::now() + SETTLE_TIMEOUT;
-        loop {
+        self.poll(SETTLE_TIMEOUT, || async {
             let mut views = Vec::new();
             for index in live {
-                let (status, view) = self.node(*index).get("/cluster").await;
-                views.push((status, view));
+                views.push(self.node(*index).get("/cluster").await);
             }
-            let settled = views.iter().all(|(status, view)| {
+            let agreed = views.iter().all(|(status, view)| {
                 *status == 200
                     && view["members"].as_array().map(Vec::len) == Some(live.len())
                     && view["slotsWithoutOwner"] == 0
-            }) && views
+            });
+            let owned: u64 = views
                 .iter()
                 .map(|(_, view)| view["slotsOwned"].as_u64().unwrap_or(0))
-                .sum::<u64>()
-                == 64;
-            if settled {
-                return;
+                .sum();
+            if agreed && owned == 64 {
+                Ok(())
+            } else {
+                Err(format!("cluster of {live:?} did not settle: {views:?}"))
             }
-            assert!(
-                Instant::now() < deadline,
-                "cluster of {live:?} did not settle: {views:?}\n{}",
-                self.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        })
+        .await;
     }
 
     fn logs(&self) -> String {
@@ -205,19 +147,13 @@ impl Cluster {
 
     /// Waits until every transfer is COMMITTED, ABORTED or expired.
     async fn wait_all_final(&self) {
-        let deadline = Instant::now() + FINAL_TIMEOUT;
-        loop {
-            let unfinished = self.unfinished();
-            if unfinished == 0 {
-                return;
+        self.poll(FINAL_TIMEOUT, || async {
+            match self.unfinished() {
+                0 => Ok(()),
+                n => Err(format!("{n} transfers still not final")),
             }
-            assert!(
-                Instant::now() < deadline,
-                "{unfinished} transfers still not final\n{}",
-                self.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(250)).await;
-        }
+        })
+        .await;
     }
 
     fn committed(&self) -> i64 {
@@ -230,7 +166,7 @@ fn node_log(db: &TestDb, index: usize) -> std::path::PathBuf {
     db.scratch_path(&format!("node{index}.log"))
 }
 
-async fn start_node(db: &TestDb, redis: &Redis, index: usize) -> Switch {
+async fn start_node(db: &TestDb, redis: &RedisServer, index: usize) -> Switch {
     let cluster_port = free_port().to_string();
     let node_id = format!("n{index}");
     let redis_url = redis.url();
@@ -352,16 +288,16 @@ async fn three_nodes_act_as_one_switch() {
         )
         .await;
     assert_eq!(status, 201, "{body}");
-    let deadline = Instant::now() + Duration::from_secs(5);
     for (index, before) in [1, 2].into_iter().zip(before) {
-        while heard(index) == before {
-            assert!(
-                Instant::now() < deadline,
-                "node {index} did not hear of the change:\n{}",
-                cluster.logs()
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        cluster
+            .poll(Duration::from_secs(5), || async {
+                if heard(index) > before {
+                    Ok(())
+                } else {
+                    Err(format!("node {index} did not hear of the change"))
+                }
+            })
+            .await;
     }
 }
 
@@ -401,19 +337,19 @@ async fn redis_restarted_under_load_costs_only_a_pause() {
     tokio::time::sleep(Duration::from_secs(3)).await;
     cluster.redis.kill();
     // Without Redis a node trusts none of its leases and says so.
-    let deadline = Instant::now() + SETTLE_TIMEOUT;
-    loop {
-        let (status, view) = cluster.node(0).get("/health").await;
-        if view["cluster"]["heartbeat"] == "DOWN" {
+    cluster
+        .poll(SETTLE_TIMEOUT, || async {
+            let (status, view) = cluster.node(0).get("/health").await;
+            if view["cluster"]["heartbeat"] != "DOWN" {
+                return Err(format!("heartbeat not DOWN yet: {status} {view}"));
+            }
             assert_eq!(status, 502, "{view}");
             assert_eq!(view["status"], "DOWN", "{view}");
-            break;
-        }
-        assert!(Instant::now() < deadline, "health stayed {status}: {view}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+            Ok(())
+        })
+        .await;
     let port = cluster.redis.port;
-    cluster.redis = Redis::start(port);
+    cluster.redis = RedisServer::start(&cluster.db.scratch_path(""), "cluster", port);
     cluster.wait_settled(&[0, 1, 2]).await;
     let summary = load.finish();
     cluster.wait_all_final().await;

@@ -24,7 +24,6 @@
 //! line in the switch's log with nothing in the adapter's log means the
 //! callback's headers were refused; the outbound call then times out (504).
 
-use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -34,14 +33,12 @@ use std::time::{Duration, Instant};
 use actix_web::{web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 use switch_tests::dfsp::{Dfsp, ServerThread, PAYEE_MSISDN, PAYER_MSISDN};
-use switch_tests::{assert_ledger_ok, free_port, Backend, Switch, TestDb};
+use switch_tests::{assert_ledger_ok, free_port, Backend, RedisServer, Switch, TestDb};
 
 const ADAPTER_VERSION: &str = "18.0.2";
 const CURRENCY: &str = "USD";
 /// How long an adapter may take to listen on its ports.
 const ADAPTER_START: Duration = Duration::from_secs(45);
-/// How long a Redis server may take to answer PING.
-const REDIS_START: Duration = Duration::from_secs(10);
 /// The adapter gives up on a callback after this many seconds.
 const ADAPTER_CALLBACK_TIMEOUT_SECS: u64 = 20;
 /// How long one call to an adapter's outbound API may take (a few stages,
@@ -161,58 +158,6 @@ fn wait_listening(proc: &mut Proc, port: u16, timeout: Duration) {
     }
 }
 
-/// A private Redis server for one adapter: the adapter's pub/sub channels
-/// (`tf_<transferId>`, `qt_<quoteId>`, ...) are server-wide, so two adapters
-/// on one server would see each other's callbacks.
-fn start_redis(dir: &Path, name: &str) -> (Proc, u16) {
-    let port = free_port();
-    let data = dir.join(format!("redis-{name}"));
-    std::fs::create_dir_all(&data).expect("redis dir");
-    let mut command = Command::new("redis-server");
-    command.current_dir(&data).args([
-        "--port",
-        &port.to_string(),
-        "--bind",
-        "127.0.0.1",
-        "--save",
-        "",
-        "--appendonly",
-        "no",
-        "--daemonize",
-        "no",
-    ]);
-    let mut proc = Proc::spawn(
-        &format!("redis-server for {name}"),
-        command,
-        dir.join(format!("redis-{name}.log")),
-    );
-    let deadline = Instant::now() + REDIS_START;
-    loop {
-        proc.assert_running();
-        if redis_ping(port) {
-            return (proc, port);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "redis-server on port {port} does not answer PING; its log:\n{}",
-            tail(&proc.log, LOG_TAIL_LINES)
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-fn redis_ping(port: u16) -> bool {
-    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(Duration::from_secs(1)));
-    if stream.write_all(b"PING\r\n").is_err() {
-        return false;
-    }
-    let mut answer = [0u8; 7];
-    stream.read_exact(&mut answer).is_ok() && &answer == b"+PONG\r\n"
-}
-
 // -- the core-banking backend stub -------------------------------------------
 
 /// One request the backend stub received.
@@ -320,14 +265,15 @@ struct Adapter {
     backend: CoreBanking,
     // Dropped in this order: the adapter before its Redis.
     node: Proc,
-    redis: Proc,
+    redis: RedisServer,
 }
 
 impl Adapter {
     /// Starts the adapter for DFSP `name` against `switch`; does not wait
     /// for it to listen (see [`Adapter::wait_ready`]).
     fn start(entry: &Path, dir: &Path, name: &str, switch: &Switch) -> Adapter {
-        let (redis, redis_port) = start_redis(dir, name);
+        let redis = RedisServer::start(dir, name, free_port());
+        let redis_port = redis.port;
         let backend = CoreBanking::start(name);
         let inbound_port = free_port();
         let outbound_port = free_port();
