@@ -187,6 +187,18 @@ impl Placement {
             .collect()
     }
 
+    /// The owner of every slot as this node sees it (`None`: nobody, or
+    /// this node with a lease it no longer trusts).
+    pub fn slot_owners(&self) -> Vec<Option<String>> {
+        (0..SLOTS)
+            .map(|slot| match self.route(slot) {
+                Route::Local { .. } => Some(self.node.clone()),
+                Route::Remote { node, .. } => Some(node),
+                Route::Unavailable { .. } => None,
+            })
+            .collect()
+    }
+
     /// Slots this node owns with a lease it still trusts.
     pub fn owned(&self) -> Vec<u32> {
         (0..SLOTS)

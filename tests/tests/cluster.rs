@@ -19,6 +19,8 @@ const NODE_TTL_MS: &str = "1500";
 const EXPIRES_IN_S: &str = "6";
 /// Longest wait for the cluster to settle (members agreed, every slot owned).
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(20);
+/// Longest wait for one callback.
+const CALLBACK_WAIT: Duration = Duration::from_secs(10);
 /// Longest wait for every transfer to be final after the load.
 const FINAL_TIMEOUT: Duration = Duration::from_secs(40);
 
@@ -401,5 +403,66 @@ async fn a_write_under_a_superseded_epoch_is_refused_by_the_database() {
     );
     let log = std::fs::read_to_string(node_log(&cluster.db, 0)).unwrap_or_default();
     assert!(log.contains("is fenced"), "the refusal is logged:\n{log}");
+    assert_ledger_ok(&cluster.db.url);
+}
+
+/// A prepare, an error and a GET reach the transfer's owner whichever node
+/// they arrive at: each is sent through the node that does NOT own the
+/// transfer (read from `slotOwners`), and the owner's callbacks arrive.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_transfer_message_reaches_the_owner_from_any_node() {
+    use switch_tests::dfsp::{Dfsp, Rule};
+    let cluster = Cluster::start(2).await;
+    let operator = cluster.node(0);
+    operator.onboard_hub("USD").await;
+    operator
+        .onboard_dfsp("payerfsp", "USD", "1000", "500")
+        .await;
+    operator
+        .onboard_dfsp("payeefsp", "USD", "1000", "500")
+        .await;
+    let payer = Dfsp::start("payerfsp");
+    let payee = Dfsp::start("payeefsp");
+    for dfsp in [&payer, &payee] {
+        dfsp.register(operator).await;
+    }
+    payee.set_rule(Rule::Reject("5100"));
+    let (_, view) = operator.get("/cluster").await;
+    let owners = view["slotOwners"].as_array().expect("slotOwners").clone();
+    for _ in 0..2 {
+        let prepare = payer.prepare("payeefsp", "7", "USD", Duration::from_secs(30));
+        let id = prepare.transfer_id.clone();
+        let slot = switch_cluster::placement::transfer_slot(&id) as usize;
+        let owner = owners[slot].as_str().expect("owned slot");
+        let other = if owner == "n0" { 1 } else { 0 };
+        // Everything goes through the node that does not own the transfer.
+        payer.set_switch(&cluster.node(other).fspiop(""));
+        payee.set_switch(&cluster.node(other).fspiop(""));
+        assert_eq!(payer.send_prepare(&prepare).await.0, 202);
+        let error = payer
+            .wait_for_request("PUT", &format!("/transfers/{id}/error"), CALLBACK_WAIT)
+            .await
+            .unwrap_or_else(|| panic!("no error callback for {id}\n{}", cluster.logs()));
+        assert_eq!(error.json["errorInformation"]["errorCode"], "5100");
+        payer.clear();
+        assert_eq!(payer.get_transfer(&id).await.0, 202);
+        let state = payer
+            .wait_for_request("PUT", &format!("/transfers/{id}"), CALLBACK_WAIT)
+            .await
+            .unwrap_or_else(|| panic!("no answer to the GET of {id}\n{}", cluster.logs()));
+        assert_eq!(state.json["transferState"], "ABORTED", "{}", state.json);
+        payer.clear();
+    }
+    let forwarded = metric(
+        cluster.node(0),
+        "mojaswitch_http_requests_total{api=\"cluster\",method=\"POST\",route=\"/transfers\"",
+    )
+    .await
+        + metric(
+            cluster.node(1),
+            "mojaswitch_http_requests_total{api=\"cluster\",method=\"POST\",route=\"/transfers\"",
+        )
+        .await;
+    assert_eq!(forwarded, 2.0, "both prepares were forwarded");
     assert_ledger_ok(&cluster.db.url);
 }

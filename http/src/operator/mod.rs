@@ -92,6 +92,7 @@ fn cluster_view(placement: &switch_cluster::placement::Placement) -> serde_json:
         "slots": switch_cluster::placement::SLOTS,
         "slotsOwned": placement.owned().len(),
         "slotsWithoutOwner": placement.unowned(),
+        "slotOwners": placement.slot_owners(),
         "members": members,
     })
 }
