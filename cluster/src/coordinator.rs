@@ -145,7 +145,12 @@ fn key(settings: &NodeSettings, what: &str) -> String {
 }
 
 fn slot_key(settings: &NodeSettings, slot: u32) -> String {
-    key(settings, &format!("slot:{slot}"))
+    lease_key(&settings.namespace, slot)
+}
+
+/// The key of `slot`'s lease: `{ns}:slot:{n}` = `node:epoch`.
+pub fn lease_key(namespace: &str, slot: u32) -> String {
+    format!("{namespace}:slot:{slot}")
 }
 
 /// One heartbeat.

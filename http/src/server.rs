@@ -32,7 +32,7 @@ use switch_actors::transfer::rules::TransferSettings;
 use switch_actors::transfer::{system_clock_ms, transfer_directory, Expire, TransferServices};
 use switch_cluster::coordinator::{self, EpochFuture, NodeSettings, SlotHooks};
 use switch_cluster::placement::{transfer_slot, Placement, Route};
-use switch_cluster::timers::{LocalTimers, Timers};
+use switch_cluster::timers::{LocalTimers, Rearm, RedisTimers, Timers};
 use switch_cluster::Directory;
 use switch_storage::loader::{LoaderLimits, TransferLoader};
 use switch_storage::writer::{BatchWriter, WriterLimits};
@@ -161,6 +161,26 @@ async fn connect_cluster(config: &Config) -> Result<Coordination, StartError> {
     Ok(Coordination { conn, settings })
 }
 
+/// Arms the timer of every unfinished transfer of `slots`, from the
+/// database (in the background).
+fn rearm_from_database(store: Store, timers: Arc<dyn Timers>, slots: Vec<u32>) {
+    let slots: std::collections::BTreeSet<u32> = slots.into_iter().collect();
+    tokio::spawn(async move {
+        match store.unfinished_transfers().await {
+            Ok(unfinished) => {
+                for (id, expiration_ms) in unfinished {
+                    if slots.contains(&transfer_slot(&id)) {
+                        timers.schedule(&id, expiration_ms);
+                    }
+                }
+            }
+            Err(error) => {
+                tracing::error!(?slots, %error, "cannot re-arm the slots' expiry timers")
+            }
+        }
+    });
+}
+
 /// What the heartbeat does to this node's actors when slots come and go.
 struct SlotEvents {
     store: Store,
@@ -192,23 +212,7 @@ impl SlotHooks for SlotEvents {
         // The slots' unfinished transfers get their expiry timers here,
         // whoever armed them before (a dead node, or a Redis that restarted):
         // one read for all the slots a heartbeat took.
-        let slots: std::collections::BTreeSet<u32> = slots.iter().copied().collect();
-        let store = self.store.clone();
-        let timers = self.timers.clone();
-        tokio::spawn(async move {
-            match store.unfinished_transfers().await {
-                Ok(unfinished) => {
-                    for (id, expiration_ms) in unfinished {
-                        if slots.contains(&transfer_slot(&id)) {
-                            timers.schedule(&id, expiration_ms);
-                        }
-                    }
-                }
-                Err(error) => {
-                    tracing::error!(?slots, %error, "cannot re-arm the slots' expiry timers")
-                }
-            }
-        });
+        rearm_from_database(self.store.clone(), self.timers.clone(), slots.to_vec());
     }
 
     fn reference_changed(&self) {
@@ -290,7 +294,15 @@ async fn run(
     );
     let participants = ParticipantCache::new(store.clone());
     let transfers_live = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let timers: Arc<dyn Timers> = Arc::new(LocalTimers::default());
+    // Cluster mode: expiry timers in Redis, claimed by each slot's owner.
+    let redis_timers = coordination
+        .as_ref()
+        .map(|c| RedisTimers::new(&c.settings.namespace, placement.clone()));
+    let timers: Arc<dyn Timers> = match &redis_timers {
+        Some(redis_timers) => redis_timers.clone(),
+        None => Arc::new(LocalTimers::default()),
+    };
+    let tick = Duration::from_millis(config.expiry_tick_ms);
     let services = Arc::new(TransferServices {
         store: store.clone(),
         writer,
@@ -313,8 +325,14 @@ async fn run(
         services,
         config.transfer_mailbox_capacity,
     ));
-    if let Some(coordination) = coordination {
-        // Timers are armed per slot as the heartbeat acquires slots.
+    if let (Some(coordination), Some(redis_timers)) = (coordination, redis_timers) {
+        // Timers are re-armed from the database per slot as the heartbeat
+        // acquires slots, and after changes were dropped while Redis was away.
+        let rearm: Rearm = {
+            let (store, timers) = (store.clone(), timers.clone());
+            Arc::new(move |slots| rearm_from_database(store.clone(), timers.clone(), slots))
+        };
+        io.spawn(redis_timers.run(coordination.conn.clone(), tick, rearm));
         let events = Arc::new(SlotEvents {
             store: store.clone(),
             participants: participants.clone(),
@@ -334,7 +352,6 @@ async fn run(
             timers.schedule(&id, expiration_ms);
         }
     }
-    let tick = Duration::from_millis(config.expiry_tick_ms);
     actix_web::rt::spawn(fire_expired(
         timers,
         transfers.clone(),

@@ -466,3 +466,254 @@ async fn every_transfer_message_reaches_the_owner_from_any_node() {
     assert_eq!(forwarded, 2.0, "both prepares were forwarded");
     assert_ledger_ok(&cluster.db.url);
 }
+
+/// Timers of a few owned slots: a sorted set per slot, as the switch keeps them.
+const TIMER_SLOT: u32 = 5;
+
+/// §4, claiming: many claimers at once take each due timer exactly once,
+/// and only the holder of the slot's lease (`node:epoch`) takes any.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn due_timers_are_claimed_once_and_only_by_the_lease_holder() {
+    use switch_cluster::coordinator::{connect, lease_key};
+    use switch_cluster::timers::{claim_due, timeouts_key};
+    let db = TestDb::new(Backend::Sqlite);
+    let server = RedisServer::start(&db.scratch_path(""), "claims", free_port());
+    let mut conn = connect(&server.url(), Duration::from_secs(2))
+        .await
+        .expect("redis");
+    let (due, later) = (3_000, 10);
+    let mut pipe = redis::pipe();
+    pipe.cmd("SET")
+        .arg(lease_key("t", TIMER_SLOT))
+        .arg("a:7")
+        .ignore();
+    for i in 0..due + later {
+        let at_ms = if i < due { i } else { 1_000_000 + i };
+        pipe.cmd("ZADD")
+            .arg(timeouts_key("t", TIMER_SLOT))
+            .arg(at_ms)
+            .arg(format!("id{i}"))
+            .ignore();
+    }
+    let () = pipe.query_async(&mut conn).await.expect("fill");
+    // Four claimers hold the lease; two hold a superseded one ("b:6").
+    let claimers: Vec<_> = ["a:7", "a:7", "a:7", "a:7", "b:6", "b:6"]
+        .into_iter()
+        .map(|lease| {
+            let mut conn = conn.clone();
+            tokio::spawn(async move {
+                let mut claimed = Vec::new();
+                for _ in 0..1_000 {
+                    let batch = claim_due(&mut conn, "t", TIMER_SLOT, lease, 500_000, 37)
+                        .await
+                        .expect("claim");
+                    if batch.is_empty() && lease == "a:7" {
+                        break;
+                    }
+                    claimed.extend(batch);
+                    tokio::task::yield_now().await;
+                }
+                (lease, claimed)
+            })
+        })
+        .collect();
+    let mut seen = std::collections::BTreeSet::new();
+    for claimer in claimers {
+        let (lease, claimed) = claimer.await.expect("claimer");
+        if lease == "b:6" {
+            assert!(claimed.is_empty(), "a stale lease claimed {claimed:?}");
+        }
+        for id in claimed {
+            assert!(seen.insert(id.clone()), "{id} claimed twice");
+        }
+    }
+    assert_eq!(seen.len(), due as usize, "every due timer claimed");
+    let left: u64 = redis::cmd("ZCARD")
+        .arg(timeouts_key("t", TIMER_SLOT))
+        .query_async(&mut conn)
+        .await
+        .expect("zcard");
+    assert_eq!(left, later as u64, "timers not yet due stay in Redis");
+}
+
+/// Every timer left in the cluster's Redis, by transfer id.
+async fn timers_in_redis(
+    conn: &mut redis::aio::ConnectionManager,
+) -> std::collections::BTreeMap<String, i64> {
+    let mut all = std::collections::BTreeMap::new();
+    for slot in 0..switch_cluster::placement::SLOTS {
+        let key = switch_cluster::timers::timeouts_key("test", slot);
+        let entries: Vec<(String, i64)> = redis::cmd("ZRANGE")
+            .arg(key)
+            .arg(0)
+            .arg(-1)
+            .arg("WITHSCORES")
+            .query_async(conn)
+            .await
+            .expect("zrange");
+        all.extend(entries);
+    }
+    all
+}
+
+fn expiration_ms(prepare: &switch_tests::dfsp::Prepare) -> i64 {
+    let text = prepare.body["expiration"].as_str().expect("expiration");
+    chrono::DateTime::parse_from_rfc3339(text)
+        .expect("RFC 3339 expiration")
+        .timestamp_millis()
+}
+
+/// §4, end to end: a RESERVED transfer's timer is in Redis at its
+/// expiration; a commit removes it; the timers of a killed node's
+/// transfers fire on the survivor; each expiry is carried out once; a stale
+/// timer of a committed transfer changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expiry_timers_live_in_redis_and_fire_once_after_a_node_dies() {
+    use switch_tests::dfsp::{Dfsp, Rule};
+    let mut cluster = Cluster::start(2).await;
+    let operator = cluster.node(0);
+    operator.onboard_hub("USD").await;
+    for name in ["payerfsp", "payeefsp"] {
+        operator.onboard_dfsp(name, "USD", "10000", "5000").await;
+    }
+    let payer = Dfsp::start("payerfsp");
+    let payee = Dfsp::start("payeefsp");
+    for dfsp in [&payer, &payee] {
+        dfsp.register(operator).await;
+        dfsp.set_switch(&operator.fspiop(""));
+    }
+    let mut redis =
+        switch_cluster::coordinator::connect(&cluster.redis.url(), Duration::from_secs(2))
+            .await
+            .expect("redis");
+
+    // A committed transfer leaves no timer behind.
+    let committed = payer.prepare("payeefsp", "5", "USD", Duration::from_secs(30));
+    let committed_id = committed.transfer_id.clone();
+    assert_eq!(payer.send_prepare(&committed).await.0, 202);
+    let fulfil = payer
+        .wait_for_request("PUT", &format!("/transfers/{committed_id}"), CALLBACK_WAIT)
+        .await
+        .unwrap_or_else(|| panic!("no fulfil for {committed_id}\n{}", cluster.logs()));
+    assert_eq!(fulfil.json["transferState"], "COMMITTED");
+    cluster
+        .poll(CALLBACK_WAIT, || async {
+            let timers = timers_in_redis(&mut redis.clone()).await;
+            match timers.get(&committed_id) {
+                None => Ok(()),
+                Some(at) => Err(format!(
+                    "the committed transfer's timer is still armed ({at})"
+                )),
+            }
+        })
+        .await;
+
+    // A silent payee: these stay RESERVED until they expire.
+    payee.set_rule(Rule::Silent);
+    let mut reserved = Vec::new();
+    for i in 0..20 {
+        let via = cluster.node(i % 2);
+        payer.set_switch(&via.fspiop(""));
+        let prepare = payer.prepare("payeefsp", "3", "USD", Duration::from_secs(5));
+        assert_eq!(payer.send_prepare(&prepare).await.0, 202);
+        reserved.push(prepare);
+    }
+    cluster
+        .poll(CALLBACK_WAIT, || async {
+            let timers = timers_in_redis(&mut redis.clone()).await;
+            let wrong: Vec<_> = reserved
+                .iter()
+                .filter(|p| timers.get(&p.transfer_id) != Some(&expiration_ms(p)))
+                .map(|p| p.transfer_id.clone())
+                .collect();
+            if wrong.is_empty() {
+                Ok(())
+            } else {
+                Err(format!(
+                    "not armed in Redis at their expiration: {wrong:?} (Redis holds {timers:?})"
+                ))
+            }
+        })
+        .await;
+    let (_, view) = operator.get("/cluster").await;
+    let owners = view["slotOwners"].as_array().expect("slotOwners").clone();
+    let on_n1 = reserved
+        .iter()
+        .filter(|p| {
+            owners[switch_cluster::placement::transfer_slot(&p.transfer_id) as usize] == "n1"
+        })
+        .count();
+    assert!(
+        on_n1 > 0,
+        "some transfers are owned by the node about to die"
+    );
+
+    // n1 dies with its transfers RESERVED; n0 takes its slots and fires them.
+    if let Some(node) = cluster.nodes[1].take() {
+        node.kill();
+    }
+    // A stale timer of the committed transfer, already due.
+    let _: i64 = redis::cmd("ZADD")
+        .arg(switch_cluster::timers::timeouts_key(
+            "test",
+            switch_cluster::placement::transfer_slot(&committed_id),
+        ))
+        .arg(1)
+        .arg(&committed_id)
+        .query_async(&mut redis)
+        .await
+        .expect("zadd");
+    cluster.wait_settled(&[0]).await;
+    cluster.wait_all_final().await;
+    cluster
+        .poll(CALLBACK_WAIT, || async {
+            let left = timers_in_redis(&mut redis.clone()).await;
+            if left.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("timers left in Redis: {left:?}"))
+            }
+        })
+        .await;
+
+    // Each expiry happened once: one reversal, one error callback.
+    for prepare in &reserved {
+        let id = &prepare.transfer_id;
+        let changes = cluster.db.rows(&format!(
+            "SELECT COUNT(*) FROM participant_position_change WHERE reference = '{id}'"
+        ));
+        assert_eq!(changes[0][0], "2", "{id}: a reservation and one reversal");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let errors: Vec<_> = payer
+        .received()
+        .into_iter()
+        .filter(|r| r.method == "PUT" && r.path.ends_with("/error"))
+        .collect();
+    for prepare in &reserved {
+        let theirs: Vec<_> = errors
+            .iter()
+            .filter(|r| r.path == format!("/transfers/{}/error", prepare.transfer_id))
+            .collect();
+        assert_eq!(
+            theirs.len(),
+            1,
+            "one expiry callback for {}",
+            prepare.transfer_id
+        );
+        assert_eq!(theirs[0].json["errorInformation"]["errorCode"], "3303");
+    }
+    // The stale timer changed nothing.
+    assert!(
+        errors.iter().all(|r| !r.path.contains(&committed_id)),
+        "a committed transfer got an error callback"
+    );
+    let changes = cluster.db.rows(&format!(
+        "SELECT COUNT(*) FROM participant_position_change WHERE reference = '{committed_id}'"
+    ));
+    assert_eq!(
+        changes[0][0], "2",
+        "the committed transfer: reserve and commit only"
+    );
+    assert_ledger_ok(&cluster.db.url);
+}
