@@ -28,7 +28,7 @@ use tokio::sync::oneshot;
 use crate::error::{ErrorCode, FspiopError};
 use crate::notify::{ForwardedMessage, HubMessage, Notification, Notifier, Routed, Target};
 use crate::transfer::rules::{api_state, state as line_state, ErrorMessage, FulfilMessage};
-use crate::transfer::{deliver, Expire, Fulfil, PayeeError, Prepare, TransferDirectory};
+use crate::transfer::{Expire, LineAnswer, LineMessage, Lines, Prepare};
 
 pub mod state {
     pub const RECEIVED: &str = "RECEIVED";
@@ -71,7 +71,8 @@ fn is_final(internal: &str) -> bool {
 /// What every bulk actor shares.
 pub struct BulkServices {
     pub store: Store,
-    pub transfers: Arc<TransferDirectory>,
+    /// The lines' transfer actors, here or on their owners.
+    pub lines: Arc<Lines>,
     pub notifier: Arc<dyn Notifier>,
     /// The bulks' own expiry timers (the lines have theirs).
     pub timers: Arc<dyn Timers>,
@@ -378,7 +379,11 @@ async fn prepare_lines(
                 },
             };
             async move {
-                let refusal = refusal(deliver(&s.transfers, &id, prepare, s.reply_timeout).await);
+                let delivered = s
+                    .lines
+                    .deliver(&id, LineMessage::Prepare(prepare), s.reply_timeout)
+                    .await;
+                let refusal = refusal(delivered);
                 NewBulkLine {
                     line_no: line_no as i64,
                     transfer_id: id,
@@ -391,7 +396,7 @@ async fn prepare_lines(
         .await
 }
 
-fn refusal(delivered: Result<Result<(), FspiopError>, AskError>) -> Option<FspiopError> {
+fn refusal(delivered: LineAnswer) -> Option<FspiopError> {
     match delivered {
         Ok(Ok(())) => None,
         Ok(Err(error)) => Some(error),
@@ -525,9 +530,9 @@ async fn settle_lines(
         match result {
             Some(r) if r.fulfilment.is_some() => {
                 fulfilled.push(line.transfer_id.clone());
-                work.push(LineWork::Fulfil(
+                work.push((
                     line.transfer_id.clone(),
-                    Fulfil(FulfilMessage {
+                    LineMessage::Fulfil(FulfilMessage {
                         source: message.source.clone(),
                         destination: message.destination.clone(),
                         hash: r.hash.clone(),
@@ -555,9 +560,9 @@ async fn settle_lines(
                         (code, description, message.hash.clone())
                     }
                 };
-                work.push(LineWork::Abort(
+                work.push((
                     line.transfer_id.clone(),
-                    PayeeError(ErrorMessage {
+                    LineMessage::Abort(ErrorMessage {
                         source: message.source.clone(),
                         hash,
                         error_code: code,
@@ -578,24 +583,15 @@ fn no_fulfilment(detail: &str) -> (String, String) {
     (error.code.code().to_string(), error.description())
 }
 
-/// A message for one line's transfer actor.
-enum LineWork {
-    Fulfil(String, Fulfil),
-    Abort(String, PayeeError),
-    Expire(String),
-}
+/// A message for one line's transfer actor: the line's id and the message.
+type LineWork = (String, LineMessage);
 
 /// Delivers line messages, a bounded number at once. A line whose actor
 /// does not answer stays as it is; its own expiry timer ends it.
 async fn run_lines(s: &BulkServices, bulk_id: &str, work: Vec<LineWork>) {
     let failures: Vec<FspiopError> = stream::iter(work)
-        .map(|item| async move {
-            let delivered = match item {
-                LineWork::Fulfil(id, m) => deliver(&s.transfers, &id, m, s.reply_timeout).await,
-                LineWork::Abort(id, m) => deliver(&s.transfers, &id, m, s.reply_timeout).await,
-                LineWork::Expire(id) => deliver(&s.transfers, &id, Expire, s.reply_timeout).await,
-            };
-            refusal(delivered)
+        .map(|(id, message)| async move {
+            refusal(s.lines.deliver(&id, message, s.reply_timeout).await)
         })
         .buffer_unordered(LINES_IN_FLIGHT_MAX)
         .filter_map(|failure| async move { failure })
@@ -640,9 +636,9 @@ async fn on_error(
         .iter()
         .filter(|l| l.state.as_deref() == Some(line_state::RESERVED))
         .map(|line| {
-            LineWork::Abort(
+            (
                 line.transfer_id.clone(),
-                PayeeError(ErrorMessage {
+                LineMessage::Abort(ErrorMessage {
                     source: message.source.clone(),
                     hash: message.hash.clone(),
                     error_code: message.error_code.clone(),
@@ -704,7 +700,7 @@ async fn on_expire(s: Arc<BulkServices>, known: Option<BulkRecord>, _: Arc<Answe
     let work = lines
         .iter()
         .filter(|l| l.state.as_deref().is_some_and(|st| !is_line_final(st)))
-        .map(|l| LineWork::Expire(l.transfer_id.clone()))
+        .map(|l| (l.transfer_id.clone(), LineMessage::Expire))
         .collect();
     run_lines(&s, &id, work).await;
     let lines = s.store.bulk_lines(&id).await?;

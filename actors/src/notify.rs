@@ -9,7 +9,7 @@ use crate::error::FspiopError;
 /// A message received from a DFSP that the switch passes on unchanged: the
 /// body byte for byte and the headers the far side needs (signature, URI,
 /// method, tracing, source, destination, content type, date).
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ForwardedMessage {
     pub headers: Vec<(String, String)>,
     pub body: bytes::Bytes,

@@ -41,6 +41,11 @@ pub fn transfer_slot(transfer_id: &str) -> u32 {
     slot_of(&format!("transfer/{transfer_id}"))
 }
 
+/// The slot of a bulk transfer's actor (its lines have their own slots).
+pub fn bulk_slot(bulk_transfer_id: &str) -> u32 {
+    slot_of(&format!("bulk/{bulk_transfer_id}"))
+}
+
 /// Where a message for a slot goes now.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Route {

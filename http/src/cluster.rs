@@ -3,9 +3,11 @@
 //! Any node accepts any request. A transfer request whose transfer belongs
 //! to another node's slot is forwarded there whole (method, path, FSPIOP
 //! headers, body) and the owner's answer is relayed; the owner sends the
-//! callbacks. A transfer actor's position command for a position owned
-//! elsewhere goes to `POST /internal/positions` on the owner. Both travel on
-//! the cluster port, never on the FSPIOP or operator ports.
+//! callbacks; a bulk transfer request goes the same way to the bulk's owner.
+//! A transfer actor's position command for a position owned elsewhere goes
+//! to `POST /internal/positions` on the owner, and a bulk's message for a
+//! line owned elsewhere to `POST /internal/lines`. All travel on the
+//! cluster port, never on the FSPIOP or operator ports.
 //!
 //! Limits: at most `forward_in_flight_max` unanswered requests per peer
 //! (beyond it the edge answers 2003), each bounded by the actor reply
@@ -19,12 +21,13 @@ use std::time::Duration;
 use actix_web::http::StatusCode;
 use actix_web::{web, HttpRequest, HttpResponse};
 use http_body_util::{BodyExt, Full};
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use switch_actors::position::{
-    PositionAnswer, PositionKey, PositionRequest, RemoteAnswer, RemotePositions,
-};
+use switch_actors::position::{PositionKey, PositionRequest, RemoteAnswer, RemotePositions};
+use switch_actors::transfer::{LineMessage, RemoteLineAnswer, RemoteLines};
 use switch_actors::ErrorCode;
-use switch_cluster::placement::{transfer_slot, Placement, Route};
+use switch_actors::FspiopError;
+use switch_cluster::placement::{bulk_slot, transfer_slot, Route};
 use switch_cluster::AskError;
 use tokio::sync::Semaphore;
 
@@ -177,6 +180,38 @@ struct PositionCall {
     request: PositionRequest,
 }
 
+impl Peers {
+    /// POSTs `call` as JSON to `path` on the node at `address` and decodes
+    /// its 200 answer; any other status is the peer's refusal.
+    async fn call<C: Serialize, A: DeserializeOwned>(
+        &self,
+        address: &str,
+        path: &str,
+        call: &C,
+        timeout: Duration,
+    ) -> Result<A, AskError> {
+        let body = serde_json::to_vec(call)
+            .map_err(|e| AskError::Unavailable(format!("cannot encode: {e}")))?;
+        let outgoing = hyper::Request::builder()
+            .method("POST")
+            .uri(format!("http://{address}{path}"))
+            .header(hyper::header::CONTENT_TYPE, "application/json");
+        let body = bytes::Bytes::from(body);
+        let (status, _, body) = match self.send(address, outgoing, body, timeout).await {
+            Ok(answer) => answer,
+            Err(PeerError::Timeout(t)) => return Err(AskError::Timeout(t)),
+            Err(error) => return Err(AskError::Unavailable(error.to_string())),
+        };
+        if status != StatusCode::OK {
+            return Err(AskError::Unavailable(
+                String::from_utf8_lossy(&body).into_owned(),
+            ));
+        }
+        serde_json::from_slice::<A>(&body)
+            .map_err(|e| AskError::Unavailable(format!("cannot decode the answer: {e}")))
+    }
+}
+
 impl RemotePositions for Peers {
     fn ask(
         &self,
@@ -192,49 +227,88 @@ impl RemotePositions for Peers {
             request: request.clone(),
         };
         Box::pin(async move {
-            let body = serde_json::to_vec(&call)
-                .map_err(|e| AskError::Unavailable(format!("cannot encode: {e}")))?;
-            let outgoing = hyper::Request::builder()
-                .method("POST")
-                .uri(format!("http://{address}/internal/positions"))
-                .header(hyper::header::CONTENT_TYPE, "application/json");
-            let body = bytes::Bytes::from(body);
-            let (status, _, body) = match peers.send(&address, outgoing, body, timeout).await {
-                Ok(answer) => answer,
-                Err(PeerError::Timeout(t)) => return Err(AskError::Timeout(t)),
-                Err(error) => return Err(AskError::Unavailable(error.to_string())),
-            };
-            if status != StatusCode::OK {
-                return Err(AskError::Unavailable(
-                    String::from_utf8_lossy(&body).into_owned(),
-                ));
-            }
-            serde_json::from_slice::<PositionAnswer>(&body)
-                .map_err(|e| AskError::Unavailable(format!("cannot decode the answer: {e}")))
+            peers
+                .call(&address, "/internal/positions", &call, timeout)
+                .await
         })
     }
 }
 
-/// The node-to-node routes: the FSPIOP routes (for forwarded requests) and
-/// position commands.
+/// The body of `POST /internal/lines`.
+#[derive(Serialize, Deserialize)]
+struct LineCall {
+    transfer_id: String,
+    message: LineMessage,
+}
+
+impl RemoteLines for Peers {
+    fn ask(
+        &self,
+        address: &str,
+        transfer_id: &str,
+        message: &LineMessage,
+        timeout: Duration,
+    ) -> RemoteLineAnswer {
+        let peers = self.clone();
+        let address = address.to_string();
+        let call = LineCall {
+            transfer_id: transfer_id.to_string(),
+            message: message.clone(),
+        };
+        Box::pin(async move {
+            peers
+                .call::<_, Result<(), FspiopError>>(&address, "/internal/lines", &call, timeout)
+                .await
+        })
+    }
+}
+
+/// The node-to-node routes: the FSPIOP routes (for forwarded requests),
+/// position commands and bulk lines' messages.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/internal/positions").route(web::post().to(position_call)));
+    cfg.service(web::resource("/internal/lines").route(web::post().to(line_call)));
     crate::fspiop::routes(cfg);
 }
 
 async fn position_call(state: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
     let call: PositionCall = match serde_json::from_slice(&body) {
         Ok(call) => call,
-        Err(error) => return HttpResponse::BadRequest().body(error.to_string()),
+        Err(error) => return undecodable(error),
     };
     let timeout = Duration::from_millis(state.config.actor_reply_timeout_ms);
-    match state
+    let answer = state
         .positions
         .ask_here(&call.key, call.request, timeout)
-        .await
-    {
+        .await;
+    reply(answer, "position")
+}
+
+async fn line_call(state: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
+    let call: LineCall = match serde_json::from_slice(&body) {
+        Ok(call) => call,
+        Err(error) => return undecodable(error),
+    };
+    let timeout = Duration::from_millis(state.config.actor_reply_timeout_ms);
+    let answer = state
+        .lines
+        .deliver_here(&call.transfer_id, call.message, timeout)
+        .await;
+    reply(answer, "line")
+}
+
+/// The 400 that refuses a node-to-node call's body.
+fn undecodable(error: serde_json::Error) -> HttpResponse {
+    HttpResponse::BadRequest().body(error.to_string())
+}
+
+/// The local actor's answer as JSON, or why there is none (504, 503).
+fn reply<A: Serialize>(answer: Result<A, AskError>, actor: &str) -> HttpResponse {
+    match answer {
         Ok(answer) => HttpResponse::Ok().json(answer),
-        Err(AskError::Timeout(_)) => HttpResponse::GatewayTimeout().body("position did not answer"),
+        Err(AskError::Timeout(_)) => {
+            HttpResponse::GatewayTimeout().body(format!("{actor} did not answer"))
+        }
         Err(error) => HttpResponse::ServiceUnavailable().body(error.to_string()),
     }
 }
@@ -247,10 +321,29 @@ pub async fn forward_transfer(
     body: &web::Bytes,
     transfer_id: &str,
 ) -> ApiResult<Option<HttpResponse>> {
+    forward_to_owner(state, request, body, transfer_slot(transfer_id)).await
+}
+
+/// Sends a bulk transfer request to the bulk's owner, as [`forward_transfer`].
+pub async fn forward_bulk(
+    state: &AppState,
+    request: &HttpRequest,
+    body: &web::Bytes,
+    bulk_transfer_id: &str,
+) -> ApiResult<Option<HttpResponse>> {
+    forward_to_owner(state, request, body, bulk_slot(bulk_transfer_id)).await
+}
+
+async fn forward_to_owner(
+    state: &AppState,
+    request: &HttpRequest,
+    body: &web::Bytes,
+    slot: u32,
+) -> ApiResult<Option<HttpResponse>> {
     let Some(peers) = &state.peers else {
         return Ok(None);
     };
-    match route_transfer(&state.placement, transfer_id) {
+    match state.placement.route(slot) {
         Route::Local { .. } => Ok(None),
         Route::Remote { address, .. } if request.headers().get(FORWARDED_BY).is_none() => {
             let timeout = Duration::from_millis(state.config.actor_reply_timeout_ms + 1_000);
@@ -260,12 +353,8 @@ pub async fn forward_transfer(
                 .map(Some)
                 .map_err(|error| unavailable(&error.to_string()))
         }
-        _ => Err(unavailable("the transfer's owner is changing")),
+        _ => Err(unavailable("the owner is changing")),
     }
-}
-
-fn route_transfer(placement: &Placement, transfer_id: &str) -> Route {
-    placement.route(transfer_slot(transfer_id))
 }
 
 fn unavailable(why: &str) -> ApiError {

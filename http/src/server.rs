@@ -21,7 +21,7 @@ use switch_cluster::Shards;
 use switch_config::Config;
 use switch_storage::{PoolSettings, Store};
 
-use switch_actors::bulk::{bulk_directory, BulkServices};
+use switch_actors::bulk::{bulk_directory, BulkDirectory, BulkServices};
 use switch_actors::participants::ParticipantCache;
 use switch_actors::position::PositionLimits;
 use switch_actors::position::Positions;
@@ -29,9 +29,11 @@ use switch_actors::settlement::{
     settlement_directory, CloseWindow, SettlementDirectory, SettlementKey,
 };
 use switch_actors::transfer::rules::TransferSettings;
-use switch_actors::transfer::{system_clock_ms, transfer_directory, Expire, TransferServices};
+use switch_actors::transfer::{
+    system_clock_ms, transfer_directory, Expire, Lines, TransferServices,
+};
 use switch_cluster::coordinator::{self, EpochFuture, NodeSettings, SlotHooks};
-use switch_cluster::placement::{transfer_slot, Placement, Route};
+use switch_cluster::placement::{bulk_slot, transfer_slot, Placement, Route};
 use switch_cluster::timers::{LocalTimers, Rearm, RedisTimers, Timers};
 use switch_cluster::Directory;
 use switch_storage::loader::{LoaderLimits, TransferLoader};
@@ -161,21 +163,36 @@ async fn connect_cluster(config: &Config) -> Result<Coordination, StartError> {
     Ok(Coordination { conn, settings })
 }
 
-/// Arms the timer of every unfinished transfer of `slots`, from the
-/// database (in the background).
-fn rearm_from_database(store: Store, timers: Arc<dyn Timers>, slots: Vec<u32>) {
+/// Which actors' timers to re-arm.
+#[derive(Debug, Clone, Copy)]
+enum Armed {
+    Transfers,
+    Bulks,
+}
+
+/// Arms the timer of every unfinished transfer (or bulk) of `slots`, from
+/// the database (in the background).
+fn rearm_from_database(store: Store, timers: Arc<dyn Timers>, slots: Vec<u32>, armed: Armed) {
     let slots: std::collections::BTreeSet<u32> = slots.into_iter().collect();
+    let slot_of: fn(&str) -> u32 = match armed {
+        Armed::Transfers => transfer_slot,
+        Armed::Bulks => bulk_slot,
+    };
     tokio::spawn(async move {
-        match store.unfinished_transfers().await {
+        let unfinished = match armed {
+            Armed::Transfers => store.unfinished_transfers().await,
+            Armed::Bulks => store.unfinished_bulks().await,
+        };
+        match unfinished {
             Ok(unfinished) => {
                 for (id, expiration_ms) in unfinished {
-                    if slots.contains(&transfer_slot(&id)) {
+                    if slots.contains(&slot_of(&id)) {
                         timers.schedule(&id, expiration_ms);
                     }
                 }
             }
             Err(error) => {
-                tracing::error!(?slots, %error, "cannot re-arm the slots' expiry timers")
+                tracing::error!(?slots, ?armed, %error, "cannot re-arm the slots' expiry timers")
             }
         }
     });
@@ -189,6 +206,8 @@ struct SlotEvents {
     positions: Arc<Positions>,
     transfers: Arc<switch_actors::transfer::TransferDirectory>,
     timers: Arc<dyn Timers>,
+    bulks: Arc<BulkDirectory>,
+    bulk_timers: Arc<dyn Timers>,
 }
 
 impl SlotHooks for SlotEvents {
@@ -212,7 +231,19 @@ impl SlotHooks for SlotEvents {
         // The slots' unfinished transfers get their expiry timers here,
         // whoever armed them before (a dead node, or a Redis that restarted):
         // one read for all the slots a heartbeat took.
-        rearm_from_database(self.store.clone(), self.timers.clone(), slots.to_vec());
+        let store = self.store.clone();
+        rearm_from_database(
+            store.clone(),
+            self.timers.clone(),
+            slots.to_vec(),
+            Armed::Transfers,
+        );
+        rearm_from_database(
+            store,
+            self.bulk_timers.clone(),
+            slots.to_vec(),
+            Armed::Bulks,
+        );
     }
 
     fn reference_changed(&self) {
@@ -225,6 +256,7 @@ impl SlotHooks for SlotEvents {
         self.positions.forget_slot(slot);
         self.transfers
             .forget_where(|id: &String| transfer_slot(id) == slot);
+        self.bulks.forget_where(|id: &String| bulk_slot(id) == slot);
     }
 }
 
@@ -325,12 +357,36 @@ async fn run(
         services,
         config.transfer_mailbox_capacity,
     ));
+    let lines = Arc::new(Lines::new(
+        transfers.clone(),
+        placement.clone(),
+        peers
+            .clone()
+            .map(|p| Arc::new(p) as Arc<dyn switch_actors::transfer::RemoteLines>),
+    ));
+    // A bulk's own expiry timer stays in its owner's memory (re-armed from
+    // the database when a node takes the bulk's slot): bulks are few.
+    let bulk_timers: Arc<dyn Timers> = Arc::new(LocalTimers::default());
+    let bulks = Arc::new(bulk_directory(
+        shards.clone(),
+        Arc::new(BulkServices {
+            store: store.clone(),
+            lines: lines.clone(),
+            notifier: Arc::new(notifier.clone()),
+            timers: bulk_timers.clone(),
+            reply_timeout: Duration::from_millis(config.actor_reply_timeout_ms),
+            clock: system_clock_ms,
+        }),
+        config.transfer_mailbox_capacity,
+    ));
     if let (Some(coordination), Some(redis_timers)) = (coordination, redis_timers) {
         // Timers are re-armed from the database per slot as the heartbeat
         // acquires slots, and after changes were dropped while Redis was away.
         let rearm: Rearm = {
             let (store, timers) = (store.clone(), timers.clone());
-            Arc::new(move |slots| rearm_from_database(store.clone(), timers.clone(), slots))
+            Arc::new(move |slots| {
+                rearm_from_database(store.clone(), timers.clone(), slots, Armed::Transfers)
+            })
         };
         io.spawn(redis_timers.run(coordination.conn.clone(), tick, rearm));
         let events = Arc::new(SlotEvents {
@@ -340,6 +396,8 @@ async fn run(
             positions: positions.clone(),
             transfers: transfers.clone(),
             timers: timers.clone(),
+            bulks: bulks.clone(),
+            bulk_timers: bulk_timers.clone(),
         });
         io.spawn(coordinator::run(
             coordination.conn,
@@ -351,30 +409,22 @@ async fn run(
         for (id, expiration_ms) in store.unfinished_transfers().await? {
             timers.schedule(&id, expiration_ms);
         }
+        for (id, expiration_ms) in store.unfinished_bulks().await? {
+            bulk_timers.schedule(&id, expiration_ms);
+        }
     }
     actix_web::rt::spawn(fire_expired(
         timers,
         transfers.clone(),
         tick,
-        Some(placement.clone()),
+        Some((placement.clone(), transfer_slot)),
     ));
-    let bulk_timers: Arc<dyn Timers> = Arc::new(LocalTimers::default());
-    let bulks = Arc::new(bulk_directory(
-        shards.clone(),
-        Arc::new(BulkServices {
-            store: store.clone(),
-            transfers: transfers.clone(),
-            notifier: Arc::new(notifier.clone()),
-            timers: bulk_timers.clone(),
-            reply_timeout: Duration::from_millis(config.actor_reply_timeout_ms),
-            clock: system_clock_ms,
-        }),
-        config.transfer_mailbox_capacity,
+    actix_web::rt::spawn(fire_expired(
+        bulk_timers,
+        bulks.clone(),
+        tick,
+        Some((placement.clone(), bulk_slot)),
     ));
-    for (id, expiration_ms) in store.unfinished_bulks().await? {
-        bulk_timers.schedule(&id, expiration_ms);
-    }
-    actix_web::rt::spawn(fire_expired(bulk_timers, bulks.clone(), tick, None));
     if placement.is_cluster() {
         actix_web::rt::spawn(finish_gross_settlements_when_placed(
             store.clone(),
@@ -410,6 +460,7 @@ async fn run(
         peers: peers.clone(),
         transfers,
         bulks,
+        lines,
         settlements,
         transfers_live,
         participants,
@@ -481,15 +532,19 @@ async fn run(
 /// Expired transfers fired per tick at most; the rest wait for the next tick.
 const EXPIRIES_PER_TICK_MAX: usize = 10_000;
 
+/// Who owns an actor's timer: the placement and the actors' slot function.
+type OwnedBy = (Arc<Placement>, fn(&str) -> u32);
+
 /// Asks each transfer (or bulk) whose timer is due to check its expiry.
 ///
-/// With a `placement` (transfers), a timer whose slot this node no longer
-/// owns is dropped: the slot's new owner armed it again from the database.
+/// With an `owner` (the placement and the actors' slot function), a timer
+/// whose slot this node no longer owns is dropped: the slot's new owner
+/// armed it again from the database.
 async fn fire_expired<A>(
     timers: Arc<dyn Timers>,
     actors: Arc<Directory<String, A>>,
     tick: Duration,
-    placement: Option<Arc<Placement>>,
+    owner: Option<OwnedBy>,
 ) where
     A: actix::Actor<Context = actix::Context<A>> + actix::Handler<Expire> + Send,
 {
@@ -498,8 +553,8 @@ async fn fire_expired<A>(
         interval.tick().await;
         let now = system_clock_ms();
         for id in timers.take_due(now, EXPIRIES_PER_TICK_MAX) {
-            let owned = placement.as_ref().is_none_or(|placement| {
-                matches!(placement.route(transfer_slot(&id)), Route::Local { .. })
+            let owned = owner.as_ref().is_none_or(|(placement, slot_of)| {
+                matches!(placement.route(slot_of(&id)), Route::Local { .. })
             });
             if !owned {
                 continue;

@@ -31,6 +31,8 @@ pub struct AppState {
     pub peers: Option<crate::cluster::Peers>,
     pub transfers: Arc<TransferDirectory>,
     pub bulks: Arc<switch_actors::bulk::BulkDirectory>,
+    /// Bulk lines' transfers, here or on their owners (`/internal/lines`).
+    pub lines: Arc<switch_actors::transfer::Lines>,
     pub settlements: Arc<switch_actors::settlement::SettlementDirectory>,
     /// Live transfer actors (see `transfers_in_flight_max`).
     pub transfers_live: Arc<std::sync::atomic::AtomicUsize>,

@@ -107,6 +107,11 @@ impl Cluster {
 
     /// Starts the load generator through the `via` nodes.
     fn load(&self, via: &[usize], rate: u32, steady_s: u32) -> Load {
+        self.load_with(via, rate, steady_s, &[])
+    }
+
+    /// As [`Cluster::load`], with more generator arguments.
+    fn load_with(&self, via: &[usize], rate: u32, steady_s: u32, extra: &[&str]) -> Load {
         let urls: Vec<String> = via.iter().map(|i| self.node(*i).fspiop("")).collect();
         let json = self.db.scratch_path(&format!("bench-{}.json", free_port()));
         let child = Command::new(env!("CARGO_BIN_EXE_mojaswitch-bench"))
@@ -130,11 +135,50 @@ impl Cluster {
                 "--json",
                 json.to_str().expect("path"),
             ])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()
             .expect("start mojaswitch-bench");
         Load { child, json }
+    }
+
+    /// Through node 0: the hub's USD accounts, `payerfsp` and `payeefsp`
+    /// with this net debit cap and funds in, and their simulators, sending
+    /// to node 0 until told otherwise.
+    async fn payer_and_payee(
+        &self,
+        net_debit_cap: &str,
+        funds_in: &str,
+    ) -> (switch_tests::dfsp::Dfsp, switch_tests::dfsp::Dfsp) {
+        let operator = self.node(0);
+        operator.onboard_hub("USD").await;
+        for name in ["payerfsp", "payeefsp"] {
+            operator
+                .onboard_dfsp(name, "USD", net_debit_cap, funds_in)
+                .await;
+        }
+        let payer = switch_tests::dfsp::Dfsp::start("payerfsp");
+        let payee = switch_tests::dfsp::Dfsp::start("payeefsp");
+        for dfsp in [&payer, &payee] {
+            dfsp.register(operator).await;
+            dfsp.set_switch(&operator.fspiop(""));
+        }
+        (payer, payee)
+    }
+
+    /// Asserts that every running node answered calls to `route` (a
+    /// node-to-node route) with 200.
+    async fn assert_every_node_answered(&self, route: &str) {
+        let line = format!(
+            "mojaswitch_http_requests_total{{api=\"cluster\",method=\"POST\",route=\"{route}\",status=\"200\"}}"
+        );
+        for (index, node) in self.nodes.iter().enumerate() {
+            if let Some(node) = node {
+                let answered = metric(node, &line).await;
+                assert!(answered > 0.0, "node {index} answered no call to {route}");
+            }
+        }
     }
 
     /// Transfers not yet final (RECEIVED or RESERVED).
@@ -242,37 +286,30 @@ async fn three_nodes_act_as_one_switch() {
     assert_eq!(counter(&summary, "committed"), scheduled, "{summary}");
     assert_eq!(cluster.committed() as u64, scheduled);
     // Every node owned positions that other nodes' transfers used.
-    for index in 0..3 {
-        let answered = metric(
-            cluster.node(index),
-            "mojaswitch_http_requests_total{api=\"cluster\",method=\"POST\",route=\"/internal/positions\",status=\"200\"}",
-        )
+    cluster
+        .assert_every_node_answered("/internal/positions")
         .await;
-        assert!(answered > 0.0, "node {index} answered no position call");
-    }
     assert_ledger_ok(&cluster.db.url);
-    // Bulk transfers are refused in cluster mode before anything is recorded.
-    let media = "application/vnd.interoperability.bulkTransfers+json;version=1.1";
-    let node = cluster.node(1);
-    let response = node
-        .client
-        .post(node.fspiop("/bulkTransfers"))
-        .header("content-type", media)
-        .header("accept", media)
-        .header(
-            "date",
-            chrono::Utc::now()
-                .format("%a, %d %b %Y %H:%M:%S GMT")
-                .to_string(),
-        )
-        .header("fspiop-source", "payerfsp")
-        .body("{}")
-        .send()
-        .await
-        .expect("bulk request");
-    assert_eq!(response.status().as_u16(), 501);
-    let body: Value = response.json().await.expect("error body");
-    assert_eq!(body["errorInformation"]["errorCode"], "2002", "{body}");
+    // Bulk transfers through every node: each bulk's requests reach the
+    // bulk's owner, and each line's messages the line's owner.
+    let before = cluster.committed() as u64;
+    let summary = cluster
+        .load_with(&[0, 1, 2], 20, 3, &["--bulk", "10"])
+        .finish();
+    let bulks = counter(&summary, "scheduled");
+    assert!(bulks >= 40, "{summary}");
+    assert_eq!(
+        counter(&summary, "committed"),
+        bulks,
+        "every bulk COMPLETED: {summary}"
+    );
+    assert_eq!(
+        cluster.committed() as u64,
+        before + 10 * bulks,
+        "every line committed: {summary}"
+    );
+    cluster.assert_every_node_answered("/internal/lines").await;
+    assert_ledger_ok(&cluster.db.url);
     // An operator change on one node reaches the others' caches.
     const HEARD: &str = "reference data changed on another node";
     let heard = |index: usize| {
@@ -411,21 +448,10 @@ async fn a_write_under_a_superseded_epoch_is_refused_by_the_database() {
 /// transfer (read from `slotOwners`), and the owner's callbacks arrive.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_transfer_message_reaches_the_owner_from_any_node() {
-    use switch_tests::dfsp::{Dfsp, Rule};
+    use switch_tests::dfsp::Rule;
     let cluster = Cluster::start(2).await;
     let operator = cluster.node(0);
-    operator.onboard_hub("USD").await;
-    operator
-        .onboard_dfsp("payerfsp", "USD", "1000", "500")
-        .await;
-    operator
-        .onboard_dfsp("payeefsp", "USD", "1000", "500")
-        .await;
-    let payer = Dfsp::start("payerfsp");
-    let payee = Dfsp::start("payeefsp");
-    for dfsp in [&payer, &payee] {
-        dfsp.register(operator).await;
-    }
+    let (payer, payee) = cluster.payer_and_payee("1000", "500").await;
     payee.set_rule(Rule::Reject("5100"));
     let (_, view) = operator.get("/cluster").await;
     let owners = view["slotOwners"].as_array().expect("slotOwners").clone();
@@ -569,19 +595,10 @@ fn expiration_ms(prepare: &switch_tests::dfsp::Prepare) -> i64 {
 /// timer of a committed transfer changes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expiry_timers_live_in_redis_and_fire_once_after_a_node_dies() {
-    use switch_tests::dfsp::{Dfsp, Rule};
+    use switch_tests::dfsp::Rule;
     let mut cluster = Cluster::start(2).await;
     let operator = cluster.node(0);
-    operator.onboard_hub("USD").await;
-    for name in ["payerfsp", "payeefsp"] {
-        operator.onboard_dfsp(name, "USD", "10000", "5000").await;
-    }
-    let payer = Dfsp::start("payerfsp");
-    let payee = Dfsp::start("payeefsp");
-    for dfsp in [&payer, &payee] {
-        dfsp.register(operator).await;
-        dfsp.set_switch(&operator.fspiop(""));
-    }
+    let (payer, payee) = cluster.payer_and_payee("10000", "5000").await;
     let mut redis =
         switch_cluster::coordinator::connect(&cluster.redis.url(), Duration::from_secs(2))
             .await
@@ -715,5 +732,156 @@ async fn expiry_timers_live_in_redis_and_fire_once_after_a_node_dies() {
         changes[0][0], "2",
         "the committed transfer: reserve and commit only"
     );
+    assert_ledger_ok(&cluster.db.url);
+}
+
+/// Line prepares of 10 USD from `payer`, at least four, until both nodes own
+/// some of them (by `owners`, the cluster's `slotOwners`).
+fn lines_on_both_nodes(
+    payer: &switch_tests::dfsp::Dfsp,
+    owners: &[Value],
+    expires_in: Duration,
+) -> Vec<switch_tests::dfsp::Prepare> {
+    let mut lines = Vec::new();
+    let mut holders = std::collections::BTreeSet::new();
+    while lines.len() < 4 || holders.len() < 2 {
+        assert!(lines.len() < 200, "two nodes own no lines: {owners:?}");
+        let line = payer.prepare("payeefsp", "10", "USD", expires_in);
+        let slot = switch_cluster::placement::transfer_slot(&line.transfer_id) as usize;
+        holders.insert(owners[slot].to_string());
+        lines.push(line);
+    }
+    lines
+}
+
+fn bulk_body(id: &str, lines: &[switch_tests::dfsp::Prepare]) -> Value {
+    let individual: Vec<Value> = lines
+        .iter()
+        .map(|l| {
+            serde_json::json!({
+                "transferId": l.transfer_id,
+                "transferAmount": l.body["amount"],
+                "ilpPacket": l.ilp_packet,
+                "condition": l.condition,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "bulkTransferId": id,
+        "bulkQuoteId": switch_tests::new_id(),
+        "payerFsp": "payerfsp",
+        "payeeFsp": "payeefsp",
+        "individualTransfers": individual,
+        "expiration": lines[0].body["expiration"],
+    })
+}
+
+/// Bulk transfers in cluster mode: every request sent through the node that
+/// does not own the bulk, lines owned by both nodes. A fulfilled bulk
+/// commits every line; a bulk the payee ignores expires on its owner, which
+/// aborts every line wherever it lives; a GET through the other node answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bulk_through_any_node_reaches_lines_on_every_node() {
+    let cluster = Cluster::start(2).await;
+    let operator = cluster.node(0);
+    let (payer, payee) = cluster.payer_and_payee("1000", "5000").await;
+    let (_, view) = operator.get("/cluster").await;
+    let owners = view["slotOwners"].as_array().expect("slotOwners").clone();
+    let not_owning = |bulk_id: &str| {
+        let slot = switch_cluster::placement::bulk_slot(bulk_id) as usize;
+        let other = if owners[slot] == "n0" { 1 } else { 0 };
+        cluster.node(other).fspiop("")
+    };
+    let payer_position = || async {
+        let (_, body) = operator
+            .get("/participants/payerfsp/positions?currency=USD")
+            .await;
+        body["value"].to_string()
+    };
+
+    // Sends a bulk of `lines` through the node that does not own it (the
+    // payee answers through that node too); its id and path.
+    let send_bulk = |lines: &[switch_tests::dfsp::Prepare]| {
+        let id = switch_tests::new_id();
+        for dfsp in [&payer, &payee] {
+            dfsp.set_switch(&not_owning(&id));
+        }
+        let body = bulk_body(&id, lines);
+        let payer = &payer;
+        async move {
+            let (status, answer) = payer
+                .send_json("POST", "/bulkTransfers", &body, Some("payeefsp"))
+                .await;
+            assert_eq!(status, 202, "{answer}");
+            let path = format!("/bulkTransfers/{id}");
+            (id, path)
+        }
+    };
+
+    // Fulfilled: every line commits.
+    let lines = lines_on_both_nodes(&payer, &owners, Duration::from_secs(30));
+    let (id, path) = send_bulk(&lines).await;
+    payee
+        .wait_for_request("POST", "/bulkTransfers", CALLBACK_WAIT)
+        .await
+        .unwrap_or_else(|| panic!("the payee got no bulk\n{}", cluster.logs()));
+    let results: Vec<Value> = lines
+        .iter()
+        .map(|l| serde_json::json!({"transferId": l.transfer_id, "fulfilment": l.fulfilment}))
+        .collect();
+    let fulfil = serde_json::json!({
+        "bulkTransferState": "COMPLETED",
+        "completedTimestamp": switch_tests::dfsp::iso_now(),
+        "individualTransferResults": results,
+    });
+    let (status, body) = payee
+        .send_json("PUT", &path, &fulfil, Some("payerfsp"))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let done = payer
+        .wait_for_request("PUT", &path, CALLBACK_WAIT)
+        .await
+        .unwrap_or_else(|| panic!("the payer heard nothing of {id}\n{}", cluster.logs()));
+    assert_eq!(done.json["bulkTransferState"], "COMPLETED", "{}", done.json);
+    let committed = (10 * lines.len()).to_string();
+    assert_eq!(payer_position().await, committed);
+
+    // Ignored by the payee: the bulk expires and every line is aborted.
+    let lines = lines_on_both_nodes(&payer, &owners, Duration::from_secs(3));
+    let (id, path) = send_bulk(&lines).await;
+    let expired = payer
+        .wait_for_request("PUT", &path, CALLBACK_WAIT)
+        .await
+        .unwrap_or_else(|| panic!("the payer heard nothing of {id}\n{}", cluster.logs()));
+    assert_eq!(
+        expired.json["bulkTransferState"], "REJECTED",
+        "{}",
+        expired.json
+    );
+    for line in &lines {
+        let result = expired.json["individualTransferResults"]
+            .as_array()
+            .and_then(|all| all.iter().find(|r| r["transferId"] == line.transfer_id))
+            .unwrap_or_else(|| panic!("no result for {} in {}", line.transfer_id, expired.json));
+        assert_eq!(result["errorInformation"]["errorCode"], "3303", "{result}");
+    }
+    assert_eq!(
+        payer_position().await,
+        committed,
+        "every expired line released"
+    );
+    payer.clear();
+    let (status, _) = payer.send("GET", &path, &[], &[]).await;
+    assert_eq!(status, 202);
+    let state = payer
+        .wait_for_request("PUT", &path, CALLBACK_WAIT)
+        .await
+        .unwrap_or_else(|| panic!("no answer to the GET of {id}\n{}", cluster.logs()));
+    assert_eq!(
+        state.json["bulkTransferState"], "REJECTED",
+        "{}",
+        state.json
+    );
+    cluster.wait_all_final().await;
     assert_ledger_ok(&cluster.db.url);
 }

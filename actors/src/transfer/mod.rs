@@ -9,7 +9,10 @@
 //! once the transfer is final; a later message for the same id starts a new
 //! actor that reloads the record.
 
+mod lines;
 pub mod rules;
+
+pub use lines::{LineAnswer, LineMessage, Lines, RemoteLineAnswer, RemoteLines};
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -98,7 +101,7 @@ type Answer = oneshot::Sender<Result<(), FspiopError>>;
 type Reply = ResponseFuture<Result<(), FspiopError>>;
 
 /// POST /transfers.
-#[derive(Debug, Clone, Message)]
+#[derive(Debug, Clone, Message, serde::Serialize, serde::Deserialize)]
 #[rtype(result = "Result<(), FspiopError>")]
 pub struct Prepare {
     pub transfer: NewTransfer,

@@ -261,7 +261,7 @@ pub fn on_duplicate_prepare(transfer: &Transfer, hash: &str, source: &str) -> Ve
 }
 
 /// A PUT /transfers/{ID} from a DFSP.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct FulfilMessage {
     pub source: String,
     pub destination: Option<String>,
@@ -445,7 +445,7 @@ pub fn after_expiry(transfer: &Transfer, patch: bool) -> Vec<Notification> {
 }
 
 /// A PUT /transfers/{ID}/error from a DFSP.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ErrorMessage {
     pub source: String,
     pub hash: String,

@@ -20,6 +20,7 @@ use super::headers::{self, FspiopHeaders, Resource};
 use super::transfers::{
     checked_body, checked_id, error_message, forwarded, parse_time_ms, text, version_text,
 };
+use crate::cluster::forward_bulk;
 use crate::errors::{ApiError, ApiResult};
 use crate::json::request_hash;
 use crate::state::AppState;
@@ -62,20 +63,15 @@ async fn prepare(
     bytes: web::Bytes,
 ) -> ApiResult<HttpResponse> {
     let headers = headers::validate(Resource::BulkTransfers, true, request.headers())?;
-    if state.placement.is_cluster() {
-        // A bulk's lines would run beside the bulk, on slots this node does
-        // not own, and every line would fail; say so before taking it.
-        return Err(ApiError::new(
-            ErrorCode::NotImplemented,
-            "bulk transfers are not served in cluster mode yet; send the transfers one by one",
-        ));
-    }
     let body = checked_body(&state, &headers, "BulkTransfersPostRequest", &bytes)?;
     let bulk = new_bulk(&headers, &body, &bytes)?;
     if headers.source != bulk.payer_fsp {
         return Err(validation(
             "FSPIOP-Source header does not match the payer FSP",
         ));
+    }
+    if let Some(answer) = forward_bulk(&state, &request, &bytes, &bulk.bulk_transfer_id).await? {
+        return Ok(answer);
     }
     let lines = lines_of(&headers, &body, &bulk)?;
     shed_if_busy(&state, lines.len())?;
@@ -189,6 +185,9 @@ async fn fulfil(
 ) -> ApiResult<HttpResponse> {
     let headers = headers::validate(Resource::BulkTransfers, false, request.headers())?;
     checked_id(&id)?;
+    if let Some(answer) = forward_bulk(&state, &request, &bytes, &id).await? {
+        return Ok(answer);
+    }
     let body = checked_body(&state, &headers, "BulkTransfersIDPutResponse", &bytes)?;
     let completed_timestamp = body
         .get("completedTimestamp")
@@ -240,6 +239,9 @@ async fn error(
     bytes: web::Bytes,
 ) -> ApiResult<HttpResponse> {
     let message = error_message(&state, Resource::BulkTransfers, &request, &id, &bytes)?;
+    if let Some(answer) = forward_bulk(&state, &request, &bytes, &id).await? {
+        return Ok(answer);
+    }
     ask_bulk(&state, &id, BulkError(message)).await?;
     Ok(HttpResponse::Ok().finish())
 }
@@ -251,6 +253,9 @@ async fn get(
 ) -> ApiResult<HttpResponse> {
     let headers = headers::validate(Resource::BulkTransfers, true, request.headers())?;
     checked_id(&id)?;
+    if let Some(answer) = forward_bulk(&state, &request, &web::Bytes::new(), &id).await? {
+        return Ok(answer);
+    }
     let message = BulkGet {
         source: headers.source,
         content_version: version_text(headers.content_version),
