@@ -172,7 +172,7 @@ where
 }
 
 /// Why an actor did not answer.
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum AskError {
     #[error("actor did not answer within {0:?}")]
     Timeout(Duration),

@@ -103,7 +103,12 @@ pub struct Config {
     /// Cluster mode: requests forwarded to one peer and not yet answered at
     /// most; beyond it the edge answers 2003.
     pub forward_in_flight_max: usize,
+    /// Cluster mode: position calls to one peer sent in one request at most.
+    pub position_batch_max: usize,
 }
+
+/// The largest `position_batch_max` accepted: a batch is one HTTP body.
+pub const POSITION_BATCH_MAX_LIMIT: usize = 1_024;
 
 impl Default for Config {
     fn default() -> Self {
@@ -146,6 +151,7 @@ impl Default for Config {
             heartbeat_interval_ms: 500,
             node_ttl_ms: 3_000,
             forward_in_flight_max: 4_096,
+            position_batch_max: 256,
         }
     }
 }
@@ -317,6 +323,9 @@ impl Config {
         }
         if self.forward_in_flight_max == 0 {
             return bad("forward_in_flight_max", "must be positive");
+        }
+        if !(1..=POSITION_BATCH_MAX_LIMIT).contains(&self.position_batch_max) {
+            return bad("position_batch_max", "must be between 1 and 1024");
         }
         let ports = [self.fspiop_port, self.operator_port];
         if !self.redis_url.is_empty()

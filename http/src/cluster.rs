@@ -23,13 +23,14 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use http_body_util::{BodyExt, Full};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
+use switch_actors::position::PositionAnswer;
 use switch_actors::position::{PositionKey, PositionRequest, RemoteAnswer, RemotePositions};
 use switch_actors::transfer::{LineMessage, RemoteLineAnswer, RemoteLines};
 use switch_actors::ErrorCode;
 use switch_actors::FspiopError;
 use switch_cluster::placement::{bulk_slot, transfer_slot, Route};
 use switch_cluster::AskError;
-use tokio::sync::Semaphore;
+use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use crate::errors::{ApiError, ApiResult};
 use crate::notifier::{callback_client, CallbackClient};
@@ -56,7 +57,25 @@ pub struct Peers {
     client: CallbackClient,
     io: tokio::runtime::Handle,
     in_flight_max: usize,
+    /// Position calls sent in one request at most (`position_batch_max`).
+    batch_max: usize,
     slots: Arc<Mutex<HashMap<String, Arc<Semaphore>>>>,
+    /// Per peer: the queue of position calls its batcher sends.
+    position_queues: Arc<Mutex<HashMap<String, mpsc::Sender<QueuedPositionCall>>>>,
+}
+
+/// Position calls one node accepts in one request, at most (the sender's
+/// `position_batch_max` is at most this).
+pub const POSITION_BATCH_MAX: usize = switch_config::POSITION_BATCH_MAX_LIMIT;
+/// Position batches to one peer in flight at once, at most: while they are,
+/// new calls wait in the queue and leave together.
+pub const POSITION_BATCHES_IN_FLIGHT_MAX: usize = 16;
+
+/// A position call waiting for its peer's batcher.
+struct QueuedPositionCall {
+    call: PositionCall,
+    timeout: Duration,
+    reply: oneshot::Sender<Result<PositionAnswer, AskError>>,
 }
 
 /// Why a peer did not answer.
@@ -71,15 +90,23 @@ pub enum PeerError {
 }
 
 impl Peers {
-    pub fn new(node: &str, io: tokio::runtime::Handle, in_flight_max: usize) -> Peers {
+    pub fn new(
+        node: &str,
+        io: tokio::runtime::Handle,
+        in_flight_max: usize,
+        batch_max: usize,
+    ) -> Peers {
         assert!(in_flight_max > 0);
+        assert!((1..=POSITION_BATCH_MAX).contains(&batch_max));
         let client = callback_client(64);
         Peers {
             node: node.to_string(),
             client,
             io,
             in_flight_max,
+            batch_max,
             slots: Arc::new(Mutex::new(HashMap::new())),
+            position_queues: Arc::new(Mutex::new(HashMap::new())),
         }
     }
 
@@ -213,6 +240,10 @@ impl Peers {
 }
 
 impl RemotePositions for Peers {
+    /// Queues the call for the peer's batcher (at most
+    /// `forward_in_flight_max` waiting; beyond it the call is refused at
+    /// once) and waits for its own answer within `timeout`. With
+    /// `position_batch_max` 1, sends it alone at once instead.
     fn ask(
         &self,
         address: &str,
@@ -220,17 +251,136 @@ impl RemotePositions for Peers {
         request: &PositionRequest,
         timeout: Duration,
     ) -> RemoteAnswer {
-        let peers = self.clone();
-        let address = address.to_string();
         let call = PositionCall {
             key: key.clone(),
             request: request.clone(),
         };
+        if self.batch_max == 1 {
+            // Batching off: one request per call, as many at once as
+            // `forward_in_flight_max` allows.
+            let (peers, address) = (self.clone(), address.to_string());
+            return Box::pin(async move {
+                let answers: Vec<Result<PositionAnswer, AskError>> = peers
+                    .call(&address, "/internal/positions", &[call], timeout)
+                    .await?;
+                answers.into_iter().next().unwrap_or_else(|| {
+                    Err(AskError::Unavailable("the peer answered nothing".into()))
+                })
+            });
+        }
+        let (reply, answer) = oneshot::channel();
+        let queued = QueuedPositionCall {
+            call,
+            timeout,
+            reply,
+        };
+        let queued = self.position_queue(address).try_send(queued);
         Box::pin(async move {
-            peers
-                .call(&address, "/internal/positions", &call, timeout)
-                .await
+            if queued.is_err() {
+                return Err(AskError::Unavailable(
+                    "too many position calls queued for this peer; retry later".into(),
+                ));
+            }
+            match tokio::time::timeout(timeout, answer).await {
+                Ok(Ok(answer)) => answer,
+                Ok(Err(_)) => Err(AskError::Unavailable("the batcher stopped".into())),
+                Err(_) => Err(AskError::Timeout(timeout)),
+            }
         })
+    }
+}
+
+impl Peers {
+    /// The queue of `address`'s batcher, started on first use.
+    fn position_queue(&self, address: &str) -> mpsc::Sender<QueuedPositionCall> {
+        let mut queues = self
+            .position_queues
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        if let Some(queue) = queues.get(address).filter(|q| !q.is_closed()) {
+            return queue.clone();
+        }
+        let (queue, calls) = mpsc::channel(self.in_flight_max);
+        self.io.spawn(send_position_batches(
+            self.clone(),
+            address.to_string(),
+            calls,
+        ));
+        queues.insert(address.to_string(), queue.clone());
+        queue
+    }
+}
+
+/// A peer's batcher: takes every call waiting (up to `position_batch_max`)
+/// as one `POST /internal/positions`, with at most
+/// `POSITION_BATCHES_IN_FLIGHT_MAX` batches unanswered. At low load a batch
+/// is one call and leaves at once; under load calls queue behind the
+/// batches in flight and share the next request.
+async fn send_position_batches(
+    peers: Peers,
+    address: String,
+    mut calls: mpsc::Receiver<QueuedPositionCall>,
+) {
+    let in_flight = Arc::new(Semaphore::new(POSITION_BATCHES_IN_FLIGHT_MAX));
+    loop {
+        let Ok(permit) = in_flight.clone().acquire_owned().await else {
+            return;
+        };
+        let Some(first) = calls.recv().await else {
+            return;
+        };
+        let mut batch = vec![first];
+        while batch.len() < peers.batch_max {
+            match calls.try_recv() {
+                Ok(call) => batch.push(call),
+                Err(_) => break,
+            }
+        }
+        let (peers, address) = (peers.clone(), address.clone());
+        tokio::spawn(async move {
+            let _permit = permit;
+            send_position_batch(&peers, &address, batch).await;
+        });
+    }
+}
+
+/// Sends one batch and hands each caller its own answer. Sent once: a
+/// batch that fails fails every call in it (none is resent).
+async fn send_position_batch(peers: &Peers, address: &str, batch: Vec<QueuedPositionCall>) {
+    let timeout = batch
+        .iter()
+        .map(|queued| queued.timeout)
+        .max()
+        .unwrap_or_default();
+    let (calls, replies): (Vec<PositionCall>, Vec<_>) = batch
+        .into_iter()
+        .map(|queued| (queued.call, queued.reply))
+        .unzip();
+    let answers: Result<Vec<Result<PositionAnswer, AskError>>, AskError> = peers
+        .call(address, "/internal/positions", &calls, timeout)
+        .await
+        .and_then(|answers: Vec<_>| {
+            if answers.len() == replies.len() {
+                Ok(answers)
+            } else {
+                Err(AskError::Unavailable(format!(
+                    "the peer answered {} of {} position calls",
+                    answers.len(),
+                    replies.len()
+                )))
+            }
+        });
+    match answers {
+        Ok(answers) => {
+            for (reply, answer) in replies.into_iter().zip(answers) {
+                let _ = reply.send(answer);
+            }
+        }
+        Err(error) => {
+            for reply in replies {
+                let _ = reply.send(Err(error.clone()));
+            }
+        }
     }
 }
 
@@ -271,17 +421,27 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     crate::fspiop::routes(cfg);
 }
 
+/// A batch of position calls: all asked at once (the position actors batch
+/// their writes), each answered in order, each with its own outcome.
 async fn position_call(state: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
-    let call: PositionCall = match serde_json::from_slice(&body) {
-        Ok(call) => call,
+    let calls: Vec<PositionCall> = match serde_json::from_slice(&body) {
+        Ok(calls) => calls,
         Err(error) => return undecodable(error),
     };
+    if calls.len() > POSITION_BATCH_MAX {
+        return HttpResponse::PayloadTooLarge().body(format!(
+            "{} position calls; at most {POSITION_BATCH_MAX} a batch",
+            calls.len()
+        ));
+    }
     let timeout = Duration::from_millis(state.config.actor_reply_timeout_ms);
-    let answer = state
-        .positions
-        .ask_here(&call.key, call.request, timeout)
+    let answers: Vec<Result<PositionAnswer, AskError>> =
+        futures::future::join_all(calls.into_iter().map(|call| {
+            let positions = state.positions.clone();
+            async move { positions.ask_here(&call.key, call.request, timeout).await }
+        }))
         .await;
-    reply(answer, "position")
+    HttpResponse::Ok().json(answers)
 }
 
 async fn line_call(state: web::Data<AppState>, body: web::Bytes) -> HttpResponse {
@@ -380,7 +540,7 @@ mod tests {
                 keep.lock().expect("lock").push(stream);
             }
         });
-        let peers = Peers::new("n0", tokio::runtime::Handle::current(), 1);
+        let peers = Peers::new("n0", tokio::runtime::Handle::current(), 1, 1);
         let request = actix_web::test::TestRequest::put()
             .uri("/transfers/abc")
             .to_http_request();
@@ -410,5 +570,121 @@ mod tests {
             1,
             "permit returned"
         );
+    }
+
+    /// A peer that answers each position call with an error naming the
+    /// call's participant, holding every request `hold` first; the sizes of
+    /// the batches it received.
+    async fn position_peer(hold: Duration) -> (String, Arc<Mutex<Vec<usize>>>) {
+        let sizes = Arc::new(Mutex::new(Vec::new()));
+        let seen = sizes.clone();
+        let server = actix_web::HttpServer::new(move || {
+            let seen = seen.clone();
+            actix_web::App::new().route(
+                "/internal/positions",
+                web::post().to(move |body: web::Bytes| {
+                    let seen = seen.clone();
+                    async move {
+                        let calls: Vec<PositionCall> =
+                            serde_json::from_slice(&body).expect("calls");
+                        seen.lock().expect("lock").push(calls.len());
+                        tokio::time::sleep(hold).await;
+                        let answers: Vec<Result<PositionAnswer, AskError>> = calls
+                            .iter()
+                            .map(|c| {
+                                Ok(Err(FspiopError::new(
+                                    ErrorCode::PayerFspIdNotFound,
+                                    c.key.participant.clone(),
+                                )))
+                            })
+                            .collect();
+                        HttpResponse::Ok().json(answers)
+                    }
+                }),
+            )
+        })
+        .workers(1)
+        .bind("127.0.0.1:0")
+        .expect("bind");
+        let address = server.addrs()[0].to_string();
+        actix_web::rt::spawn(server.run());
+        (address, sizes)
+    }
+
+    fn funds_in_request() -> PositionRequest {
+        use switch_actors::position::rules::{FundsMove, PositionCommand};
+        PositionRequest {
+            command: PositionCommand::FundsIn(FundsMove {
+                transfer_id: "t".into(),
+                amount: rust_decimal::Decimal::ONE,
+                external_reference: "ref".into(),
+                reason: "test".into(),
+                request_hash: "hash".into(),
+            }),
+            fence: None,
+        }
+    }
+
+    /// Calls made while a batch is in flight leave together; each caller
+    /// gets its own answer; no batch is larger than `position_batch_max`.
+    #[actix_web::test]
+    async fn position_calls_to_a_peer_are_batched_and_each_answered() {
+        let (address, sizes) = position_peer(Duration::from_millis(100)).await;
+        let batch_max = 256;
+        let peers = Peers::new("n0", tokio::runtime::Handle::current(), 4096, batch_max);
+        let calls = 2 * batch_max + 100;
+        let sizes = ask_all(&peers, &address, &sizes, calls).await;
+        assert!(sizes.len() < calls / 10, "batched: {sizes:?}");
+        assert!(sizes.iter().all(|n| *n <= batch_max), "{sizes:?}");
+    }
+
+    /// `position_batch_max` 1: every call is its own request.
+    #[actix_web::test]
+    async fn position_calls_are_sent_one_by_one_with_batching_off() {
+        let (address, sizes) = position_peer(Duration::from_millis(20)).await;
+        let peers = Peers::new("n0", tokio::runtime::Handle::current(), 4096, 1);
+        let sizes = ask_all(&peers, &address, &sizes, 40).await;
+        assert_eq!(sizes, vec![1; 40]);
+    }
+
+    /// Makes `calls` position calls at once through `peers`; checks each got
+    /// its own answer; the batch sizes the peer received.
+    async fn ask_all(
+        peers: &Peers,
+        address: &str,
+        sizes: &Mutex<Vec<usize>>,
+        calls: usize,
+    ) -> Vec<usize> {
+        let asks: Vec<_> = (0..calls)
+            .map(|i| {
+                let key = PositionKey {
+                    participant: format!("fsp{i}"),
+                    currency: "USD".into(),
+                };
+                RemotePositions::ask(
+                    peers,
+                    address,
+                    &key,
+                    &funds_in_request(),
+                    Duration::from_secs(5),
+                )
+            })
+            .collect();
+        for (i, answer) in futures::future::join_all(asks)
+            .await
+            .into_iter()
+            .enumerate()
+        {
+            match answer {
+                Ok(Err(error)) => assert!(
+                    error.description().ends_with(&format!(" - fsp{i}")),
+                    "call {i} got {error:?}"
+                ),
+                other => panic!("call {i}: {other:?}"),
+            }
+        }
+        let sizes = sizes.lock().expect("lock").clone();
+        assert_eq!(sizes.iter().sum::<usize>(), calls, "{sizes:?}");
+        sizes
     }
 }

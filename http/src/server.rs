@@ -272,7 +272,12 @@ async fn run(
         None => Placement::embedded(),
     });
     let peers = coordination.as_ref().map(|c| {
-        crate::cluster::Peers::new(&c.settings.node, io.clone(), config.forward_in_flight_max)
+        crate::cluster::Peers::new(
+            &c.settings.node,
+            io.clone(),
+            config.forward_in_flight_max,
+            config.position_batch_max,
+        )
     });
     let schemas = Arc::new(Schemas::load().map_err(StartError::Schemas)?);
     let shards = Arc::new(Shards::start(config.actor_threads));
