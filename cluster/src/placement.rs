@@ -41,6 +41,11 @@ pub fn transfer_slot(transfer_id: &str) -> u32 {
     slot_of(&format!("transfer/{transfer_id}"))
 }
 
+/// The slot whose owner runs every settlement change (window closes,
+/// settlements and their steps), so they are serialised cluster-wide by one
+/// settlement actor, as on a single node.
+pub const SETTLEMENT_SLOT: u32 = 0;
+
 /// The slot of a bulk transfer's actor (its lines have their own slots).
 pub fn bulk_slot(bulk_transfer_id: &str) -> u32 {
     slot_of(&format!("bulk/{bulk_transfer_id}"))

@@ -28,7 +28,7 @@ use switch_actors::position::{PositionKey, PositionRequest, RemoteAnswer, Remote
 use switch_actors::transfer::{LineMessage, RemoteLineAnswer, RemoteLines};
 use switch_actors::ErrorCode;
 use switch_actors::FspiopError;
-use switch_cluster::placement::{bulk_slot, transfer_slot, Route};
+use switch_cluster::placement::{bulk_slot, transfer_slot, Route, SETTLEMENT_SLOT};
 use switch_cluster::AskError;
 use tokio::sync::{mpsc, oneshot, Semaphore};
 
@@ -413,12 +413,14 @@ impl RemoteLines for Peers {
     }
 }
 
-/// The node-to-node routes: the FSPIOP routes (for forwarded requests),
-/// position commands and bulk lines' messages.
+/// The node-to-node routes: the FSPIOP routes and the settlement API (for
+/// forwarded requests; their paths do not overlap), position commands and
+/// bulk lines' messages.
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/internal/positions").route(web::post().to(position_call)));
     cfg.service(web::resource("/internal/lines").route(web::post().to(line_call)));
     crate::fspiop::routes(cfg);
+    crate::operator::settlement_routes(cfg);
 }
 
 /// A batch of position calls: all asked at once (the position actors batch
@@ -482,6 +484,17 @@ pub async fn forward_transfer(
     transfer_id: &str,
 ) -> ApiResult<Option<HttpResponse>> {
     forward_to_owner(state, request, body, transfer_slot(transfer_id)).await
+}
+
+/// Sends a settlement change (operator API) to the owner of
+/// `SETTLEMENT_SLOT`, whose settlement actor serialises every window close
+/// and settlement step of the cluster; as [`forward_transfer`].
+pub async fn forward_settlement_change(
+    state: &AppState,
+    request: &HttpRequest,
+    body: &web::Bytes,
+) -> ApiResult<Option<HttpResponse>> {
+    forward_to_owner(state, request, body, SETTLEMENT_SLOT).await
 }
 
 /// Sends a bulk transfer request to the bulk's owner, as [`forward_transfer`].

@@ -33,7 +33,7 @@ use switch_actors::transfer::{
     system_clock_ms, transfer_directory, Expire, Lines, TransferServices,
 };
 use switch_cluster::coordinator::{self, EpochFuture, NodeSettings, SlotHooks};
-use switch_cluster::placement::{bulk_slot, transfer_slot, Placement, Route};
+use switch_cluster::placement::{bulk_slot, transfer_slot, Placement, Route, SETTLEMENT_SLOT};
 use switch_cluster::timers::{LocalTimers, Rearm, RedisTimers, Timers};
 use switch_cluster::Directory;
 use switch_storage::loader::{LoaderLimits, TransferLoader};
@@ -679,8 +679,8 @@ fn as_fspiop<B>(
 /// Closes the open settlement window every `every` (the
 /// `settlement_window_close_interval_s` schedule).
 ///
-/// In cluster mode only the owner of slot 0 closes, so one close happens per
-/// interval however many nodes run.
+/// In cluster mode only the owner of `SETTLEMENT_SLOT` closes, so one close
+/// happens per interval however many nodes run.
 async fn close_windows_on_schedule(
     store: Store,
     settlements: Arc<SettlementDirectory>,
@@ -691,7 +691,7 @@ async fn close_windows_on_schedule(
     ticks.tick().await;
     loop {
         ticks.tick().await;
-        if !matches!(placement.route(0), Route::Local { .. }) {
+        if !matches!(placement.route(SETTLEMENT_SLOT), Route::Local { .. }) {
             continue;
         }
         let id = match store.open_window().await {

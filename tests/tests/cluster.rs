@@ -885,3 +885,123 @@ async fn a_bulk_through_any_node_reaches_lines_on_every_node() {
     cluster.wait_all_final().await;
     assert_ledger_ok(&cluster.db.url);
 }
+
+/// Accounts of a settlement answer that carry an error.
+fn account_errors(answer: &Value) -> usize {
+    answer["participants"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|p| p["accounts"].as_array().into_iter().flatten())
+        .filter(|a| !a["errorInformation"].is_null())
+        .count()
+}
+
+/// Moves every account of settlement `sid` to `to` with one PUT through
+/// `node`; the answer.
+async fn settle_step(node: &Switch, sid: i64, settlement: &Value, to: &str) -> (u16, Value) {
+    let participants: Vec<Value> = settlement["participants"]
+        .as_array()
+        .expect("participants")
+        .iter()
+        .map(|p| {
+            let accounts: Vec<Value> = p["accounts"]
+                .as_array()
+                .expect("accounts")
+                .iter()
+                .map(|a| serde_json::json!({"id": a["id"], "state": to, "reason": to}))
+                .collect();
+            serde_json::json!({"id": p["id"], "accounts": accounts})
+        })
+        .collect();
+    node.put(
+        &format!("/v2/settlements/{sid}"),
+        serde_json::json!({ "participants": participants }),
+    )
+    .await
+}
+
+/// Settlement changes through any node run on one settlement actor (the
+/// owner of `SETTLEMENT_SLOT`): a window closed through one node, the
+/// settlement created through the other, its steps sent through both, one
+/// step sent through both nodes at once; it ends SETTLED with every position
+/// moved once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settlement_changes_through_any_node_run_on_one_node() {
+    let cluster = Cluster::start(2).await;
+    let (payer, _payee) = cluster.payer_and_payee("1000", "500").await;
+    for _ in 0..3 {
+        let prepare = payer.prepare("payeefsp", "5", "USD", Duration::from_secs(30));
+        let id = prepare.transfer_id.clone();
+        assert_eq!(payer.send_prepare(&prepare).await.0, 202);
+        let put = payer
+            .wait_for_request("PUT", &format!("/transfers/{id}"), CALLBACK_WAIT)
+            .await
+            .unwrap_or_else(|| panic!("no fulfil for {id}\n{}", cluster.logs()));
+        assert_eq!(put.json["transferState"], "COMMITTED");
+    }
+    let (_, view) = cluster.node(0).get("/cluster").await;
+    let owner = view["slotOwners"][switch_cluster::placement::SETTLEMENT_SLOT as usize].clone();
+    let (settler, other) = if owner == "n0" { (0, 1) } else { (1, 0) };
+    let (status, open) = cluster
+        .node(other)
+        .get("/v2/settlementWindows?state=OPEN")
+        .await;
+    assert_eq!(status, 200, "{open}");
+    let window = open[0]["id"].as_i64().expect("open window id");
+    let (status, body) = cluster
+        .node(other)
+        .post(
+            &format!("/v2/settlementWindows/{window}"),
+            serde_json::json!({"state": "CLOSED", "reason": "through the other node"}),
+        )
+        .await;
+    assert_eq!(status, 200, "close: {body}");
+    let (status, settlement) = cluster
+        .node(other)
+        .post(
+            "/v2/settlements",
+            serde_json::json!({"settlementModel": "DEFERREDNETUSD", "reason": "cluster",
+                "settlementWindows": [{"id": window}]}),
+        )
+        .await;
+    assert_eq!(status, 200, "create: {settlement}");
+    let sid = settlement["id"].as_i64().expect("settlement id");
+    // The same step through both nodes at once: one actor takes them in
+    // turn, so exactly one of them moves the accounts.
+    let (a, b) = tokio::join!(
+        settle_step(cluster.node(0), sid, &settlement, "PS_TRANSFERS_RECORDED"),
+        settle_step(cluster.node(1), sid, &settlement, "PS_TRANSFERS_RECORDED"),
+    );
+    assert_eq!((a.0, b.0), (200, 200), "{a:?} {b:?}");
+    let clean = [&a.1, &b.1]
+        .iter()
+        .filter(|answer| account_errors(answer) == 0)
+        .count();
+    assert!(clean >= 1, "neither step went through: {a:?} {b:?}");
+    for (node, to) in [
+        (settler, "PS_TRANSFERS_RESERVED"),
+        (other, "PS_TRANSFERS_COMMITTED"),
+        (other, "SETTLED"),
+    ] {
+        let (status, body) = settle_step(cluster.node(node), sid, &settlement, to).await;
+        assert_eq!(status, 200, "{to}: {body}");
+        assert_eq!(account_errors(&body), 0, "{to}: {body}");
+    }
+    let (status, done) = cluster
+        .node(other)
+        .get(&format!("/v2/settlements/{sid}"))
+        .await;
+    assert_eq!(status, 200, "{done}");
+    assert_eq!(done["state"], "SETTLED", "{done}");
+    let forwarded = metric(
+        cluster.node(settler),
+        "mojaswitch_http_requests_total{api=\"cluster\",method=\"PUT\",route=\"/v2/settlements/{id}\",status=\"200\"}",
+    )
+    .await;
+    assert_eq!(
+        forwarded, 3.0,
+        "the settler ran the other node's three steps"
+    );
+    assert_ledger_ok(&cluster.db.url);
+}

@@ -6,6 +6,8 @@ mod participants;
 mod reference;
 mod settlement;
 
+pub use settlement::routes as settlement_routes;
+
 use actix_web::{web, HttpResponse};
 use serde_json::json;
 use switch_actors::ErrorCode;

@@ -2,11 +2,13 @@
 //! and their participant accounts, and settlement reports (JSON and CSV).
 //!
 //! Reads go straight to storage. Every change goes through the settlement
-//! actor, which serialises window closes and settlement steps.
+//! actor, which serialises window closes and settlement steps; in cluster
+//! mode that is the actor on the owner of `SETTLEMENT_SLOT`, and a change
+//! received by another node is forwarded there whole.
 
 use std::collections::BTreeMap;
 
-use actix_web::{web, HttpResponse};
+use actix_web::{web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use switch_actors::settlement::{
@@ -18,6 +20,7 @@ use switch_storage::settlement::{
     WindowRecord,
 };
 
+use crate::cluster::forward_settlement_change;
 use crate::errors::{error_body, ApiError, ApiResult};
 use crate::json::number;
 use crate::state::AppState;
@@ -190,9 +193,13 @@ struct ClosePayload {
 
 async fn close_window(
     state: web::Data<AppState>,
+    request: HttpRequest,
     path: web::Path<String>,
     bytes: web::Bytes,
 ) -> ApiResult<HttpResponse> {
+    if let Some(answer) = forward_settlement_change(&state, &request, &bytes).await? {
+        return Ok(answer);
+    }
     let id = parse_id(&path, "id")?;
     let payload: ClosePayload = parse(&bytes)?;
     if payload.state != "CLOSED" {
@@ -306,8 +313,12 @@ struct SettlementPayload {
 
 async fn create_settlement(
     state: web::Data<AppState>,
+    request: HttpRequest,
     bytes: web::Bytes,
 ) -> ApiResult<HttpResponse> {
+    if let Some(answer) = forward_settlement_change(&state, &request, &bytes).await? {
+        return Ok(answer);
+    }
     let payload: SettlementPayload = parse(&bytes)?;
     let message = CreateSettlement {
         model: payload.settlement_model,
@@ -462,9 +473,13 @@ async fn apply_updates(
 
 async fn update_settlement(
     state: web::Data<AppState>,
+    request: HttpRequest,
     path: web::Path<String>,
     bytes: web::Bytes,
 ) -> ApiResult<HttpResponse> {
+    if let Some(answer) = forward_settlement_change(&state, &request, &bytes).await? {
+        return Ok(answer);
+    }
     let id = parse_id(&path, "id")?;
     let payload: UpdatePayload = parse(&bytes)?;
     match (payload.state, payload.participants) {
@@ -537,9 +552,13 @@ struct ParticipantUpdatePayload {
 
 async fn update_participant(
     state: web::Data<AppState>,
+    request: HttpRequest,
     path: web::Path<(String, String)>,
     bytes: web::Bytes,
 ) -> ApiResult<HttpResponse> {
+    if let Some(answer) = forward_settlement_change(&state, &request, &bytes).await? {
+        return Ok(answer);
+    }
     let (sid, pid) = path.into_inner();
     let (sid, pid) = (parse_id(&sid, "sid")?, parse_id(&pid, "pid")?);
     let payload: ParticipantUpdatePayload = parse(&bytes)?;
@@ -587,9 +606,13 @@ async fn account_in(state: &AppState, sid: i64, pid: i64, aid: i64) -> ApiResult
 
 async fn update_account(
     state: web::Data<AppState>,
+    request: HttpRequest,
     path: web::Path<(String, String, String)>,
     bytes: web::Bytes,
 ) -> ApiResult<HttpResponse> {
+    if let Some(answer) = forward_settlement_change(&state, &request, &bytes).await? {
+        return Ok(answer);
+    }
     let (sid, pid, aid) = path.into_inner();
     let (sid, pid, aid) = (
         parse_id(&sid, "sid")?,
