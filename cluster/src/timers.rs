@@ -157,6 +157,20 @@ pub struct RedisTimers {
     claimed: Mutex<VecDeque<String>>,
     /// A change was dropped (`CHANGES_MAX`): re-arm from the database.
     overflowed: AtomicBool,
+    /// The last tick could not write or claim.
+    failing: AtomicBool,
+}
+
+/// What an operator sees of the timers (`/health`, `GET /cluster`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TimerBacklog {
+    /// Changes not yet written to Redis.
+    pub queued: usize,
+    /// Claimed from Redis, not yet fired.
+    pub claimed: usize,
+    /// The last tick wrote and claimed.
+    pub redis_ok: bool,
 }
 
 impl RedisTimers {
@@ -167,7 +181,16 @@ impl RedisTimers {
             changes: Mutex::new(HashMap::new()),
             claimed: Mutex::new(VecDeque::new()),
             overflowed: AtomicBool::new(false),
+            failing: AtomicBool::new(false),
         })
+    }
+
+    pub fn backlog(&self) -> TimerBacklog {
+        TimerBacklog {
+            queued: self.lock_changes().len(),
+            claimed: self.lock_claimed().len(),
+            redis_ok: !self.failing.load(Ordering::Relaxed),
+        }
     }
 
     /// Each `tick`: writes the queued changes, then claims the due timers
@@ -175,7 +198,6 @@ impl RedisTimers {
     pub async fn run(self: Arc<Self>, mut conn: ConnectionManager, tick: Duration, rearm: Rearm) {
         let mut interval = tokio::time::interval(tick);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut failing = false;
         loop {
             interval.tick().await;
             let done = match self.flush(&mut conn).await {
@@ -184,20 +206,18 @@ impl RedisTimers {
             };
             match done {
                 Ok(()) => {
-                    if failing {
+                    if self.failing.swap(false, Ordering::Relaxed) {
                         tracing::info!("expiry timers reach Redis again");
                     }
-                    failing = false;
                     if self.overflowed.swap(false, Ordering::SeqCst) {
                         tracing::warn!("timer changes were dropped: re-arming the owned slots from the database");
                         rearm(self.placement.owned());
                     }
                 }
                 Err(error) => {
-                    if !failing {
+                    if !self.failing.swap(true, Ordering::Relaxed) {
                         tracing::error!(%error, "cannot write or claim expiry timers in Redis; retrying each tick");
                     }
-                    failing = true;
                 }
             }
         }

@@ -384,7 +384,7 @@ async fn run(
         }),
         config.transfer_mailbox_capacity,
     ));
-    if let (Some(coordination), Some(redis_timers)) = (coordination, redis_timers) {
+    if let (Some(coordination), Some(redis_timers)) = (coordination, redis_timers.clone()) {
         // Timers are re-armed from the database per slot as the heartbeat
         // acquires slots, and after changes were dropped while Redis was away.
         let rearm: Rearm = {
@@ -466,6 +466,7 @@ async fn run(
         transfers,
         bulks,
         lines,
+        redis_timers,
         settlements,
         transfers_live,
         participants,

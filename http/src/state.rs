@@ -31,6 +31,8 @@ pub struct AppState {
     pub peers: Option<crate::cluster::Peers>,
     pub transfers: Arc<TransferDirectory>,
     pub bulks: Arc<switch_actors::bulk::BulkDirectory>,
+    /// Cluster mode: the expiry timers in Redis (their backlog is shown).
+    pub redis_timers: Option<Arc<switch_cluster::timers::RedisTimers>>,
     /// Bulk lines' transfers, here or on their owners (`/internal/lines`).
     pub lines: Arc<switch_actors::transfer::Lines>,
     pub settlements: Arc<switch_actors::settlement::SettlementDirectory>,

@@ -71,7 +71,7 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
         // A node whose heartbeat cannot reach Redis owns nothing it can
         // trust: it refuses new work (2003) and says so here.
         all_ok &= state.placement.redis_ok();
-        body["cluster"] = cluster_view(&state.placement);
+        body["cluster"] = cluster_view(&state);
     }
     body["status"] = json!(if all_ok { "OK" } else { "DOWN" });
     if all_ok {
@@ -81,8 +81,10 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
     }
 }
 
-/// This node, its heartbeat, and the live members with the slots each holds.
-fn cluster_view(placement: &switch_cluster::placement::Placement) -> serde_json::Value {
+/// This node, its heartbeat, its expiry timers' backlog, and the live
+/// members with the slots each holds.
+fn cluster_view(state: &AppState) -> serde_json::Value {
+    let placement = &state.placement;
     let members: Vec<_> = placement
         .members()
         .into_iter()
@@ -96,6 +98,7 @@ fn cluster_view(placement: &switch_cluster::placement::Placement) -> serde_json:
         "slotsWithoutOwner": placement.unowned(),
         "slotOwners": placement.slot_owners(),
         "members": members,
+        "timers": state.redis_timers.as_ref().map(|timers| timers.backlog()),
     })
 }
 
@@ -104,7 +107,7 @@ pub async fn cluster(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
     if !state.placement.is_cluster() {
         return Err(not_found("a cluster (this node runs embedded)"));
     }
-    Ok(HttpResponse::Ok().json(cluster_view(&state.placement)))
+    Ok(HttpResponse::Ok().json(cluster_view(&state)))
 }
 
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
