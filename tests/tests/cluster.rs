@@ -71,7 +71,17 @@ impl Cluster {
         self.poll(SETTLE_TIMEOUT, || async {
             let mut views = Vec::new();
             for index in live {
-                views.push(self.node(*index).get("/cluster").await);
+                // A request may fail: a node resumed after SIGSTOP closes its
+                // idle keep-alive connections (idle past actix's 5 s) just as
+                // the client reuses one. Ask again at the next poll.
+                let node = self.node(*index);
+                let answer = node.client.get(node.operator("/cluster")).send().await;
+                let answer = match answer {
+                    Ok(answer) => answer,
+                    Err(error) => return Err(format!("node {index}: GET /cluster: {error}")),
+                };
+                let status = answer.status().as_u16();
+                views.push((status, answer.json::<Value>().await.unwrap_or(Value::Null)));
             }
             let agreed = views.iter().all(|(status, view)| {
                 *status == 200
