@@ -177,6 +177,20 @@ impl Cluster {
         (payer, payee)
     }
 
+    /// Sends one transfer of `amount` USD from `payer` to `payeefsp` (which
+    /// fulfils it) and waits until the payer hears COMMITTED; its id.
+    async fn commit_one(&self, payer: &switch_tests::dfsp::Dfsp, amount: &str) -> String {
+        let prepare = payer.prepare("payeefsp", amount, "USD", Duration::from_secs(30));
+        let id = prepare.transfer_id.clone();
+        assert_eq!(payer.send_prepare(&prepare).await.0, 202);
+        let put = payer
+            .wait_for_request("PUT", &format!("/transfers/{id}"), CALLBACK_WAIT)
+            .await
+            .unwrap_or_else(|| panic!("no fulfil for {id}\n{}", self.logs()));
+        assert_eq!(put.json["transferState"], "COMMITTED", "{}", put.json);
+        id
+    }
+
     /// Asserts that every running node answered calls to `route` (a
     /// node-to-node route) with 200.
     async fn assert_every_node_answered(&self, route: &str) {
@@ -615,14 +629,7 @@ async fn expiry_timers_live_in_redis_and_fire_once_after_a_node_dies() {
             .expect("redis");
 
     // A committed transfer leaves no timer behind.
-    let committed = payer.prepare("payeefsp", "5", "USD", Duration::from_secs(30));
-    let committed_id = committed.transfer_id.clone();
-    assert_eq!(payer.send_prepare(&committed).await.0, 202);
-    let fulfil = payer
-        .wait_for_request("PUT", &format!("/transfers/{committed_id}"), CALLBACK_WAIT)
-        .await
-        .unwrap_or_else(|| panic!("no fulfil for {committed_id}\n{}", cluster.logs()));
-    assert_eq!(fulfil.json["transferState"], "COMMITTED");
+    let committed_id = cluster.commit_one(&payer, "5").await;
     cluster
         .poll(CALLBACK_WAIT, || async {
             let timers = timers_in_redis(&mut redis.clone()).await;
@@ -946,14 +953,7 @@ async fn settlement_changes_through_any_node_run_on_one_node() {
     let cluster = Cluster::start(2).await;
     let (payer, _payee) = cluster.payer_and_payee("1000", "500").await;
     for _ in 0..3 {
-        let prepare = payer.prepare("payeefsp", "5", "USD", Duration::from_secs(30));
-        let id = prepare.transfer_id.clone();
-        assert_eq!(payer.send_prepare(&prepare).await.0, 202);
-        let put = payer
-            .wait_for_request("PUT", &format!("/transfers/{id}"), CALLBACK_WAIT)
-            .await
-            .unwrap_or_else(|| panic!("no fulfil for {id}\n{}", cluster.logs()));
-        assert_eq!(put.json["transferState"], "COMMITTED");
+        cluster.commit_one(&payer, "5").await;
     }
     let (_, view) = cluster.node(0).get("/cluster").await;
     let owner = view["slotOwners"][switch_cluster::placement::SETTLEMENT_SLOT as usize].clone();
