@@ -67,10 +67,7 @@ impl Store {
 }
 
 /// Refuses the transaction unless every fence still holds its slot's epoch.
-pub(crate) async fn check_fences(
-    tx: &mut Transaction<'static, Any>,
-    fences: &[Fence],
-) -> Result<()> {
+pub(crate) async fn check_fences(tx: &mut Transaction<'_, Any>, fences: &[Fence]) -> Result<()> {
     if fences.is_empty() {
         return Ok(());
     }

@@ -247,10 +247,11 @@ impl std::fmt::Display for ApplyError {
 /// Writes one batch of ledger changes in a single transaction (the batch
 /// writer is the only caller: every ledger write goes through it).
 pub(crate) async fn apply_in_transaction(
+    conn: &mut sqlx::AnyConnection,
     pool: &AnyPool,
     write: &LedgerWrite,
 ) -> std::result::Result<(), ApplyError> {
-    let mut tx = crate::begin_write(pool)
+    let mut tx = crate::begin_write_on(conn, pool)
         .await
         .map_err(ApplyError::BeforeCommit)?;
     write_rows(&mut tx, write)
@@ -261,7 +262,7 @@ pub(crate) async fn apply_in_transaction(
         .map_err(|e| ApplyError::AtCommit(e.into()))
 }
 
-async fn write_rows(tx: &mut Transaction<'static, Any>, write: &LedgerWrite) -> Result<()> {
+async fn write_rows(tx: &mut Transaction<'_, Any>, write: &LedgerWrite) -> Result<()> {
     // First, so the shared locks come before any other lock of the batch.
     crate::fence::check_fences(tx, &write.fences).await?;
     let now = now_text();
@@ -320,7 +321,7 @@ async fn write_rows(tx: &mut Transaction<'static, Any>, write: &LedgerWrite) -> 
 const INSERT_ROWS_MAX: usize = 200;
 
 async fn write_owned_changes(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut Transaction<'_, Any>,
     changes: &[AccountChange],
     now: &str,
 ) -> Result<()> {
@@ -377,7 +378,7 @@ async fn write_owned_changes(
 }
 
 async fn write_increment(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut Transaction<'_, Any>,
     increment: &AccountIncrement,
     now: &str,
 ) -> Result<()> {
@@ -423,11 +424,7 @@ async fn write_increment(
     Ok(())
 }
 
-async fn write_gross(
-    tx: &mut Transaction<'static, Any>,
-    write: &LedgerWrite,
-    now: &str,
-) -> Result<()> {
+async fn write_gross(tx: &mut Transaction<'_, Any>, write: &LedgerWrite, now: &str) -> Result<()> {
     for (transfer_id, model_id) in &write.gross_payee {
         sqlx::query(
             "INSERT INTO gross_settlement (transfer_id, settlement_model_id, payer_settled_date, created_date) VALUES (?, ?, NULL, ?)",

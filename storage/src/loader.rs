@@ -16,6 +16,7 @@ use std::collections::HashSet;
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::held::HeldConnection;
 use crate::transfers::{load, TransferRecord};
 use crate::writer::take_queued;
 use crate::{Result, StorageError, Store};
@@ -45,9 +46,10 @@ impl TransferLoader {
     pub fn start(store: &Store, limits: LoaderLimits) -> TransferLoader {
         assert!(limits.batch_ids_max > 0 && limits.queue_capacity > 0);
         let (queue, requests) = mpsc::channel(limits.queue_capacity);
+        let conn = HeldConnection::new(store.pool.clone(), store.backend);
         store
             .runtime
-            .spawn(run(store.pool.clone(), requests, limits.batch_ids_max));
+            .spawn(run(conn, requests, limits.batch_ids_max));
         TransferLoader { queue }
     }
 
@@ -66,14 +68,18 @@ impl TransferLoader {
     }
 }
 
-async fn run(pool: sqlx::AnyPool, mut requests: mpsc::Receiver<Request>, batch_ids_max: usize) {
+async fn run(
+    mut conn: HeldConnection,
+    mut requests: mpsc::Receiver<Request>,
+    batch_ids_max: usize,
+) {
     let mut batch: Vec<Request> = Vec::with_capacity(batch_ids_max);
-    while let Some(first) = requests.recv().await {
+    while let Some(first) = conn.idle_until(requests.recv()).await {
         batch.push(first);
         take_queued(&mut requests, &mut batch, batch_ids_max);
         let ids: Vec<&str> = batch.iter().map(|r| r.transfer_id.as_str()).collect();
-        match known_ids(&pool, &ids).await {
-            Ok(known) => answer(&pool, batch.drain(..), &known),
+        match known_ids(&mut conn, &ids).await {
+            Ok(known) => answer(conn.pool(), batch.drain(..), &known),
             Err(error) => {
                 tracing::error!(%error, ids = batch.len(), "transfer lookup failed");
                 let reason = error.to_string();
@@ -103,13 +109,39 @@ fn answer(pool: &sqlx::AnyPool, requests: impl Iterator<Item = Request>, known: 
 }
 
 /// Which of `ids` have a transfer row.
-async fn known_ids(pool: &sqlx::AnyPool, ids: &[&str]) -> Result<HashSet<String>> {
+///
+/// A lookup only reads, so one that failed is asked once more on a fresh
+/// connection: the kept one may have died while idle (a restarted or
+/// failed-over server, a killed connection), and the first query is where
+/// that shows.
+async fn known_ids(conn: &mut HeldConnection, ids: &[&str]) -> Result<HashSet<String>> {
     if ids.is_empty() {
         return Ok(HashSet::new());
     }
-    let mut conn = pool.acquire().await?;
-    let seqs = crate::transfers::seqs_of(&mut conn, ids).await?;
-    Ok(seqs.into_keys().collect())
+    match seqs_on(conn, ids).await {
+        Ok(known) => Ok(known),
+        Err(error) => {
+            tracing::debug!(%error, "transfer lookup failed; asking again on a fresh connection");
+            seqs_on(conn, ids).await
+        }
+    }
+}
+
+async fn seqs_on(conn: &mut HeldConnection, ids: &[&str]) -> Result<HashSet<String>> {
+    let seqs = match conn.acquire().await {
+        Ok(held) => crate::transfers::seqs_of(held, ids).await,
+        Err(error) => Err(error),
+    };
+    match seqs {
+        Ok(seqs) => {
+            conn.done();
+            Ok(seqs.into_keys().collect())
+        }
+        Err(error) => {
+            conn.failed();
+            Err(error)
+        }
+    }
 }
 
 #[cfg(test)]

@@ -683,7 +683,7 @@ fn account_record(row: &AnyRow) -> Result<SettlementAccountRecord> {
 }
 
 async fn window_history(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut Transaction<'_, Any>,
     id: i64,
     state: &str,
     reason: Option<&str>,
@@ -700,7 +700,7 @@ async fn window_history(
 }
 
 async fn set_window_state(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut Transaction<'_, Any>,
     id: i64,
     state: &str,
     reason: Option<&str>,
@@ -719,7 +719,7 @@ async fn set_window_state(
 }
 
 async fn set_content_state(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut Transaction<'_, Any>,
     id: i64,
     state: &str,
     reason: Option<&str>,
@@ -744,7 +744,7 @@ async fn set_content_state(
 }
 
 async fn settlement_history(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut Transaction<'_, Any>,
     id: i64,
     state: &str,
     reason: Option<&str>,
@@ -761,7 +761,7 @@ async fn settlement_history(
 }
 
 async fn set_settlement_state(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut Transaction<'_, Any>,
     id: i64,
     state: &str,
     reason: Option<&str>,
@@ -778,7 +778,7 @@ async fn set_settlement_state(
 }
 
 async fn account_history(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut Transaction<'_, Any>,
     step: &SettlementAccountStep,
     now: &str,
 ) -> Result<()> {
@@ -800,7 +800,7 @@ async fn account_history(
 /// caller's transaction; the ledger writer calls it so that a step that
 /// moves money is durable together with the money.
 pub(crate) async fn write_account_steps(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut Transaction<'_, Any>,
     steps: &[SettlementAccountStep],
     now: &str,
 ) -> Result<()> {
@@ -830,7 +830,7 @@ pub(crate) async fn write_account_steps(
 /// The settlement's content, and every window whose content is all in
 /// `state`, move to `state` (SETTLED or ABORTED).
 async fn finish_windows(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut Transaction<'_, Any>,
     settlement_id: i64,
     state: &str,
     reason: Option<&str>,
@@ -874,11 +874,7 @@ async fn finish_windows(
 
 /// Aggregates a closing window's committed transfers per currency and
 /// participant POSITION account (transfers settled gross are not in it).
-async fn aggregate_window(
-    tx: &mut Transaction<'static, Any>,
-    window_id: i64,
-    now: &str,
-) -> Result<()> {
+async fn aggregate_window(tx: &mut Transaction<'_, Any>, window_id: i64, now: &str) -> Result<()> {
     let rows = sqlx::query(
         "SELECT t.payer_fsp, t.payee_fsp, t.currency_id, CAST(SUM(t.amount) AS SIGNED) AS total, COUNT(*) AS n \
          FROM transfer_fulfilment f JOIN transfer t ON t.transfer_seq = f.transfer_seq \
@@ -971,7 +967,7 @@ async fn aggregate_window(
 
 /// (participant name, currency) -> POSITION account id.
 async fn position_accounts(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut Transaction<'_, Any>,
 ) -> Result<BTreeMap<(String, String), i64>> {
     let rows = sqlx::query(
         "SELECT p.name, pc.currency_id, pc.participant_currency_id FROM participant_currency pc \
@@ -992,7 +988,7 @@ async fn position_accounts(
 }
 
 async fn totals_of_contents(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut Transaction<'_, Any>,
     content_ids: &[i64],
 ) -> Result<BTreeMap<i64, AccountTotals>> {
     let mut totals: BTreeMap<i64, AccountTotals> = BTreeMap::new();

@@ -167,23 +167,39 @@ fn placeholders(row: &str, rows: usize) -> String {
 /// UPDATE takes the row lock that a window close also takes, so a batch
 /// either commits wholly before a close (its transfers are in the closed
 /// window's content) or waits and joins the next window.
-pub(crate) async fn lock_open_window(tx: &mut Transaction<'static, Any>) -> Result<i64> {
-    sqlx::query(
-        "UPDATE settlement_window_open SET commit_batches = commit_batches + 1 WHERE singleton = 1",
+///
+/// One statement, one round trip per commit batch: SQLite returns the id
+/// (`RETURNING`); MariaDB has no `UPDATE … RETURNING`, so the id comes back
+/// as the statement's last-insert id (`LAST_INSERT_ID(expr)`).
+pub(crate) async fn lock_open_window(tx: &mut Transaction<'_, Any>) -> Result<i64> {
+    if tx.backend_name().eq_ignore_ascii_case("sqlite") {
+        return col(
+            &sqlx::query(
+                "UPDATE settlement_window_open SET commit_batches = commit_batches + 1 WHERE singleton = 1 \
+                 RETURNING settlement_window_id",
+            )
+            .fetch_one(&mut **tx)
+            .await?,
+            "settlement_window_id",
+        );
+    }
+    let result = sqlx::query(
+        "UPDATE settlement_window_open SET commit_batches = commit_batches + 1, \
+         settlement_window_id = LAST_INSERT_ID(settlement_window_id) WHERE singleton = 1",
     )
     .execute(&mut **tx)
     .await?;
-    col(
-        &sqlx::query("SELECT settlement_window_id FROM settlement_window_open WHERE singleton = 1")
-            .fetch_one(&mut **tx)
-            .await?,
-        "settlement_window_id",
-    )
+    match result.last_insert_id() {
+        Some(window) if window > 0 && result.rows_affected() == 1 => Ok(window),
+        _ => Err(StorageError::Invariant(
+            "no open settlement window row".to_string(),
+        )),
+    }
 }
 
 /// Writes the transfer rows of a batch inside the caller's transaction.
 pub(crate) async fn write_transfer_rows(
-    tx: &mut Transaction<'static, Any>,
+    tx: &mut Transaction<'_, Any>,
     write: &TransferWrite,
     now: &str,
 ) -> Result<()> {

@@ -10,6 +10,7 @@
 
 use tokio::sync::{mpsc, oneshot};
 
+use crate::held::HeldConnection;
 use crate::ledger::{apply_in_transaction, ApplyError, LedgerWrite};
 use crate::{Result, StorageError, Store};
 
@@ -38,10 +39,10 @@ impl BatchWriter {
     pub fn start(store: &Store, limits: WriterLimits) -> BatchWriter {
         assert!(limits.batch_writes_max > 0 && limits.queue_capacity > 0);
         let (queue, requests) = mpsc::channel(limits.queue_capacity);
-        let pool = store.pool.clone();
+        let conn = HeldConnection::new(store.writer_pool.clone(), store.backend);
         store
             .runtime
-            .spawn(run(pool, requests, limits.batch_writes_max));
+            .spawn(run(conn, requests, limits.batch_writes_max));
         BatchWriter { queue }
     }
 
@@ -100,10 +101,50 @@ async fn gather(requests: &mut mpsc::Receiver<Request>, batch: &mut Vec<Request>
     }
 }
 
-async fn run(pool: sqlx::AnyPool, mut requests: mpsc::Receiver<Request>, batch_writes_max: usize) {
+/// Writes `write` in one transaction on the writer's connection.
+///
+/// A kept connection may have died while idle (a restarted server, a killed
+/// connection), and the first statement is where that shows. Nothing was
+/// written when a statement before COMMIT failed, so the batch is written
+/// once more on a fresh connection before anyone is answered.
+async fn apply(
+    conn: &mut HeldConnection,
+    write: &LedgerWrite,
+) -> std::result::Result<(), ApplyError> {
+    let kept = conn.holds();
+    match apply_once(conn, write).await {
+        Err(ApplyError::BeforeCommit(error)) if kept => {
+            tracing::warn!(%error, "ledger batch failed on a kept connection; writing it again on a fresh one");
+            apply_once(conn, write).await
+        }
+        outcome => outcome,
+    }
+}
+
+async fn apply_once(
+    conn: &mut HeldConnection,
+    write: &LedgerWrite,
+) -> std::result::Result<(), ApplyError> {
+    let pool = conn.pool().clone();
+    let outcome = match conn.acquire().await {
+        Ok(held) => apply_in_transaction(held, &pool, write).await,
+        Err(error) => Err(ApplyError::BeforeCommit(error)),
+    };
+    match outcome {
+        Ok(()) => conn.done(),
+        Err(_) => conn.failed(),
+    }
+    outcome
+}
+
+async fn run(
+    mut conn: HeldConnection,
+    mut requests: mpsc::Receiver<Request>,
+    batch_writes_max: usize,
+) {
     let mut batch: Vec<Request> = Vec::with_capacity(batch_writes_max);
     let mut last_writes = 0;
-    while let Some(first) = requests.recv().await {
+    while let Some(first) = conn.idle_until(requests.recv()).await {
         batch.push(first);
         take_queued(&mut requests, &mut batch, batch_writes_max);
         if batch.len() < last_writes.min(batch_writes_max) {
@@ -115,7 +156,7 @@ async fn run(pool: sqlx::AnyPool, mut requests: mpsc::Receiver<Request>, batch_w
             merged.append(request.write.clone());
         }
         let started = std::time::Instant::now();
-        let outcome = apply_in_transaction(&pool, &merged).await;
+        let outcome = apply(&mut conn, &merged).await;
         tracing::debug!(
             writes = batch.len(),
             changes = merged.changes.len(),
@@ -130,7 +171,7 @@ async fn run(pool: sqlx::AnyPool, mut requests: mpsc::Receiver<Request>, batch_w
                 // bad write fails only its own sender.
                 tracing::warn!(%error, writes = batch.len(), "ledger batch failed; writing its requests one by one");
                 for request in batch.drain(..) {
-                    let outcome = apply_in_transaction(&pool, &request.write).await;
+                    let outcome = apply(&mut conn, &request.write).await;
                     if let Err(error) = &outcome {
                         tracing::error!(%error, "ledger write failed");
                     }

@@ -281,6 +281,46 @@ async fn commit_flow_mariadb() {
     commit_flow(Backend::MySql).await;
 }
 
+/// The batch writer and the transfer loader keep their MariaDB connections
+/// between uses (no ping per use). When the server drops every connection,
+/// the next prepares still commit, without an error to anyone: the writer
+/// writes the failed batch again on a fresh connection, and the loader asks
+/// again. (Found by killing the connections between transfers.)
+#[tokio::test]
+async fn transfers_commit_after_the_database_drops_every_connection() {
+    let s = scene(Backend::MySql, &[]).await;
+    s.payee.set_rule(Rule::Fulfil);
+    let mut ids = Vec::new();
+    for round in 0..4 {
+        if round > 0 {
+            let killed = s.db.kill_connections();
+            assert!(
+                killed >= 2,
+                "the writer's and the loader's at least: {killed}"
+            );
+        }
+        for _ in 0..3 {
+            let prepare = s
+                .payer
+                .prepare("payeefsp", "1", "USD", Duration::from_secs(30));
+            let (status, body) = s.payer.send_prepare(&prepare).await;
+            assert_eq!(status, 202, "round {round}: {body}");
+            let committed = expect(&s.payer, "the commit", is_put(&prepare.transfer_id)).await;
+            assert_eq!(
+                committed.json["transferState"], "COMMITTED",
+                "round {round}"
+            );
+            ids.push(prepare.transfer_id);
+        }
+    }
+    for id in &ids {
+        expect_nothing(&s.payer, "an error", is_error(id)).await;
+    }
+    let committed = s.db.rows("SELECT COUNT(*) FROM transfer_fulfilment");
+    assert_eq!(committed[0][0], ids.len().to_string());
+    s.finish().await;
+}
+
 /// The payee answers RESERVED (v1.1 commit notification): commit, the payer
 /// gets the hub's PUT, the payee a PATCH with the final state.
 async fn patch_flow(backend: Backend) {
