@@ -151,12 +151,17 @@ impl Store {
                     conn.execute("PRAGMA wal_autocheckpoint = 0").await?;
                     // A WAL that grew under a burst is cut back when reused.
                     conn.execute("PRAGMA journal_size_limit = 67108864").await?;
-                    // Transfer ids are random (UUIDs), so each insert lands on
-                    // a random page of every index keyed by them. With
-                    // SQLite's default 2 MiB page cache, batches slowed as
-                    // the indexes outgrew it (~1 minute at 3,000/s). The
-                    // cache is allocated as pages are used, up to this bound.
-                    conn.execute("PRAGMA cache_size = -262144").await?;
+                    // The page cache, allocated as pages are used, up to
+                    // this bound. With sequential transfer keys (0009) the
+                    // pages a batch touches are the tails of the tables and
+                    // the `transfer_id` index. SQLite scans its cache's
+                    // hash table at the end of every write transaction
+                    // (`pcache1TruncateUnsafe`): with 256 MiB that scan was
+                    // 17% of the SQLite thread at 2,500 transfers/s; with
+                    // 32 MiB the same runs had the same rate and latency,
+                    // and the switch's resident memory fell from ~400 to
+                    // ~170 MiB (docs/performance.md).
+                    conn.execute("PRAGMA cache_size = -32768").await?;
                     Ok(())
                 })
             });
