@@ -2213,6 +2213,7 @@ async fn run(args: Args) -> anyhow::Result<i32> {
             "switch": piece(a.switch, b.switch),
             "generator_and_simulators": piece(Some(a.generator), Some(b.generator)),
             "database_server": piece(a.database, b.database),
+            "switch_threads": thread_report(&a.switch_threads, &b.switch_threads, wall, transfers_in_window),
         });
     }
 
@@ -2251,6 +2252,10 @@ async fn run(args: Args) -> anyhow::Result<i32> {
             "not checked (no --db-url)"
         }
     );
+    let threads = threads_summary(&result["cpu_steady"]["switch_threads"]);
+    if !threads.is_empty() {
+        eprintln!("steady window, by thread of the switch:{threads}");
+    }
     if let Some(path) = &args.json {
         std::fs::write(path, text + "\n")?;
     }
@@ -2470,11 +2475,118 @@ fn database_pids() -> Vec<u32> {
         .collect()
 }
 
-/// CPU use of the pieces, sampled at the start and end of the steady window.
+/// Threads of the switch read at most (the switch runs a dozen).
+const THREADS_MAX: usize = 256;
+
+/// Scheduler times of the threads that share a name, summed.
 #[derive(Clone, Copy, Default)]
+struct ThreadTimes {
+    threads: u32,
+    /// Seconds on a core.
+    cpu_s: f64,
+    /// Seconds runnable but waiting for a core (the run queue).
+    waiting_s: f64,
+    /// Times scheduled onto a core.
+    slices: u64,
+}
+
+/// Scheduler times of a process's threads by thread name, from
+/// /proc/{pid}/task/*/schedstat (Linux): on a machine whose cores are all
+/// busy, how long each kind of thread waited for one beside how long it ran.
+fn thread_times(pid: u32) -> BTreeMap<String, ThreadTimes> {
+    let mut out: BTreeMap<String, ThreadTimes> = BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return out;
+    };
+    for task in tasks.filter_map(|t| t.ok()).take(THREADS_MAX) {
+        let dir = task.path();
+        let (Ok(name), Ok(stat)) = (
+            std::fs::read_to_string(dir.join("comm")),
+            std::fs::read_to_string(dir.join("schedstat")),
+        ) else {
+            continue;
+        };
+        let fields: Vec<u64> = stat
+            .split_whitespace()
+            .filter_map(|f| f.parse().ok())
+            .collect();
+        let [cpu_ns, waiting_ns, slices] = fields[..] else {
+            continue;
+        };
+        let entry = out.entry(name.trim().to_string()).or_default();
+        entry.threads += 1;
+        entry.cpu_s += cpu_ns as f64 / 1e9;
+        entry.waiting_s += waiting_ns as f64 / 1e9;
+        entry.slices += slices;
+    }
+    out
+}
+
+/// Per thread name, what the threads did between two samples.
+fn thread_report(
+    start: &BTreeMap<String, ThreadTimes>,
+    end: &BTreeMap<String, ThreadTimes>,
+    wall_s: f64,
+    transfers: u64,
+) -> Value {
+    let per_transfer_ms = |s: f64| (transfers > 0).then(|| s * 1000.0 / transfers as f64);
+    let rows: Vec<Value> = end
+        .iter()
+        .filter_map(|(name, b)| {
+            let a = start.get(name).copied().unwrap_or_default();
+            let cpu = b.cpu_s - a.cpu_s;
+            let waiting = b.waiting_s - a.waiting_s;
+            let slices = b.slices.saturating_sub(a.slices);
+            (b.cpu_s > 0.0).then(|| {
+                json!({
+                    "name": name,
+                    "threads": b.threads,
+                    "cores": cpu / wall_s,
+                    "waiting_for_a_core": waiting / wall_s,
+                    "ms_per_transfer": per_transfer_ms(cpu),
+                    "waiting_ms_per_transfer": per_transfer_ms(waiting),
+                    "mean_wait_us": (slices > 0).then(|| waiting * 1e6 / slices as f64),
+                })
+            })
+        })
+        .collect();
+    Value::Array(rows)
+}
+
+/// One line per thread name that ran for at least 1% of a core: cores
+/// used and cores' worth of waiting.
+fn threads_summary(report: &Value) -> String {
+    let Some(rows) = report.as_array() else {
+        return String::new();
+    };
+    rows.iter()
+        .filter(|r| r["cores"].as_f64().unwrap_or(0.0) >= 0.01)
+        .map(|r| {
+            let number = |key: &str| {
+                r[key]
+                    .as_f64()
+                    .map(|v| format!("{v:.3}"))
+                    .unwrap_or_else(|| "-".into())
+            };
+            format!(
+                "\n  {:<16} x{:<2} on a core {} cores ({} ms per transfer), waiting for a core {} cores ({} ms per transfer)",
+                r["name"].as_str().unwrap_or("?"),
+                r["threads"],
+                number("cores"),
+                number("ms_per_transfer"),
+                number("waiting_for_a_core"),
+                number("waiting_ms_per_transfer"),
+            )
+        })
+        .collect()
+}
+
+/// CPU use of the pieces, sampled at the start and end of the steady window.
+#[derive(Clone, Default)]
 struct CpuSample {
     generator: f64,
     switch: Option<f64>,
+    switch_threads: BTreeMap<String, ThreadTimes>,
     database: Option<f64>,
     machine_busy: f64,
     machine_total: f64,
@@ -2490,6 +2602,7 @@ fn cpu_sample(switch_pid: Option<u32>, db_pids: &[u32]) -> CpuSample {
     CpuSample {
         generator: proc_cpu_s(std::process::id()).unwrap_or(0.0),
         switch: switch_pid.and_then(proc_cpu_s),
+        switch_threads: switch_pid.map(thread_times).unwrap_or_default(),
         database,
         machine_busy,
         machine_total,
