@@ -53,6 +53,11 @@ pub struct Config {
     pub shutdown_timeout_ms: u64,
     /// Arbiter threads the actors are spread over.
     pub actor_threads: usize,
+    /// Worker threads of the storage runtime (database driver, batch
+    /// writer, transfer loader, callback delivery). One by default: on two
+    /// cores a second one mostly waited for a core, and latency was lower
+    /// with one (docs/performance.md); more cores may want more.
+    pub storage_threads: usize,
     /// Messages a transfer actor may have queued.
     pub transfer_mailbox_capacity: usize,
     /// Transfers in flight (live transfer actors) at most; beyond it new prepares are refused with 2003.
@@ -129,6 +134,7 @@ impl Default for Config {
             actor_reply_timeout_ms: 10_000,
             shutdown_timeout_ms: 10_000,
             actor_threads: 2,
+            storage_threads: 1,
             transfer_mailbox_capacity: 64,
             transfers_in_flight_max: 100_000,
             position_pending_max: 20_000,
@@ -314,6 +320,9 @@ impl Config {
         }
         if self.actor_threads > 64 {
             return bad("actor_threads", "must be at most 64");
+        }
+        if self.storage_threads == 0 || self.storage_threads > 64 {
+            return bad("storage_threads", "must be between 1 and 64");
         }
         if self.heartbeat_interval_ms == 0 || self.node_ttl_ms < 3 * self.heartbeat_interval_ms {
             return bad(
@@ -538,6 +547,13 @@ mod tests {
         )
         .expect_err("bad url");
         assert!(err.to_string().contains("database_url"), "{err}");
+        let err = Config::load(
+            None,
+            &env(&[("MOJASWITCH_STORAGE_THREADS", "0")]),
+            &BTreeMap::new(),
+        )
+        .expect_err("no storage threads");
+        assert!(err.to_string().contains("storage_threads"), "{err}");
         let err = Config::load(
             None,
             &env(&[("MOJASWITCH_FSPIOP_PORT", "70000")]),

@@ -62,9 +62,9 @@ pub enum StartError {
 }
 
 /// The runtime that owns all connections to the database and Redis.
-pub fn storage_runtime() -> std::io::Result<tokio::runtime::Runtime> {
+pub fn storage_runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+        .worker_threads(threads)
         .thread_name("storage")
         .enable_all()
         .build()
@@ -91,7 +91,7 @@ pub fn open_store(
 
 /// Runs a node until SIGTERM or SIGINT.
 pub fn serve(config: Config) -> Result<(), StartError> {
-    let runtime = storage_runtime()?;
+    let runtime = storage_runtime(config.storage_threads)?;
     let store = open_store(&config, &runtime, true)?;
     runtime.block_on(store.ensure_hub(&config.hub_name))?;
     let redis = match config.redis_url.as_str() {

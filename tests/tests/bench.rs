@@ -22,6 +22,9 @@ fn a_short_run_reports_rates_books_and_the_switch_threads() {
             "--steady-s",
             "3",
         ])
+        // Not the default (2), so the thread count below shows the setting
+        // reached the switch's storage runtime.
+        .args(["--switch-env", "MOJASWITCH_STORAGE_THREADS=3"])
         .arg("--switch-bin")
         .arg(switch_tests::binary())
         .arg("--json")
@@ -60,7 +63,7 @@ fn a_short_run_reports_rates_books_and_the_switch_threads() {
             .find(|t| t["name"] == name)
             .unwrap_or_else(|| panic!("no {name} threads in {cpu}"))
     };
-    assert_eq!(named("storage")["threads"], 2, "{cpu}");
+    assert_eq!(named("storage")["threads"], 3, "{cpu}");
     let sqlite = named("sqlx-sqlite-wor");
     assert!(sqlite["cores"].as_f64().unwrap_or(0.0) > 0.0, "{cpu}");
     for thread in threads {
