@@ -533,37 +533,20 @@ mod tests {
 
     #[test]
     fn bad_values_name_their_key() {
-        let err = Config::load(
-            None,
-            &env(&[("MOJASWITCH_FSPIOP_PORT", "abc")]),
-            &BTreeMap::new(),
-        )
-        .expect_err("bad port");
-        assert!(err.to_string().contains("fspiop_port"), "{err}");
-        let err = Config::load(
-            None,
-            &env(&[("MOJASWITCH_DATABASE_URL", "postgres://x")]),
-            &BTreeMap::new(),
-        )
-        .expect_err("bad url");
-        assert!(err.to_string().contains("database_url"), "{err}");
-        let err = Config::load(
-            None,
-            &env(&[("MOJASWITCH_STORAGE_THREADS", "0")]),
-            &BTreeMap::new(),
-        )
-        .expect_err("no storage threads");
-        assert!(err.to_string().contains("storage_threads"), "{err}");
-        let err = Config::load(
-            None,
-            &env(&[("MOJASWITCH_FSPIOP_PORT", "70000")]),
-            &BTreeMap::new(),
-        )
-        .expect_err("port out of range");
-        assert!(
-            err.to_string().contains("70000") || err.to_string().contains("fspiop"),
-            "{err}"
-        );
+        // The error for one environment setting on top of the defaults.
+        let refused = |key: &str, value: &str| {
+            Config::load(None, &env(&[(key, value)]), &BTreeMap::new())
+                .expect_err(key)
+                .to_string()
+        };
+        let err = refused("MOJASWITCH_FSPIOP_PORT", "abc");
+        assert!(err.contains("fspiop_port"), "{err}");
+        let err = refused("MOJASWITCH_DATABASE_URL", "postgres://x");
+        assert!(err.contains("database_url"), "{err}");
+        let err = refused("MOJASWITCH_STORAGE_THREADS", "0");
+        assert!(err.contains("storage_threads"), "{err}");
+        let err = refused("MOJASWITCH_FSPIOP_PORT", "70000");
+        assert!(err.contains("70000") || err.contains("fspiop"), "{err}");
     }
 
     #[test]
