@@ -54,6 +54,10 @@ pub enum StorageError {
     Invariant(String),
     #[error("batched lookup failed: {0}")]
     Lookup(String),
+    /// No connection was free within the acquire timeout, for work batched
+    /// with others (each sender gets its own copy); nothing was written.
+    #[error("database busy: {0}")]
+    Busy(String),
     #[error("slot {slot} is fenced: this write carries epoch {epoch}, the database has {current:?} (another node owns the slot now)")]
     Fenced {
         slot: u32,
@@ -66,7 +70,10 @@ impl StorageError {
     /// Every connection stayed busy for the whole acquire timeout: the
     /// database is overloaded, and the same work may succeed later.
     pub fn is_busy(&self) -> bool {
-        matches!(self, StorageError::Database(sqlx::Error::PoolTimedOut))
+        matches!(
+            self,
+            StorageError::Database(sqlx::Error::PoolTimedOut) | StorageError::Busy(_)
+        )
     }
 }
 

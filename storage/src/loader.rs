@@ -82,9 +82,15 @@ async fn run(
             Ok(known) => answer(conn.pool(), batch.drain(..), &known),
             Err(error) => {
                 tracing::error!(%error, ids = batch.len(), "transfer lookup failed");
+                // A busy database stays busy to each asker (the edge answers
+                // 2003, retry later), not a lookup failure (2001).
+                let busy = error.is_busy();
                 let reason = error.to_string();
                 for request in batch.drain(..) {
-                    let failed = StorageError::Lookup(reason.clone());
+                    let failed = match busy {
+                        true => StorageError::Busy(reason.clone()),
+                        false => StorageError::Lookup(reason.clone()),
+                    };
                     let _ = request.answer.send(Err(failed));
                 }
             }
@@ -149,8 +155,17 @@ mod tests {
     use super::*;
     use crate::ledger::LedgerWrite;
     use crate::transfers::{NewTransfer, TransferStateChange, TransferWrite};
-    use crate::writer::{BatchWriter, WriterLimits};
     use rust_decimal::Decimal;
+
+    fn test_loader(store: &Store) -> TransferLoader {
+        TransferLoader::start(
+            store,
+            LoaderLimits {
+                batch_ids_max: 8,
+                queue_capacity: 8,
+            },
+        )
+    }
 
     fn prepare(id: &str) -> LedgerWrite {
         LedgerWrite {
@@ -180,26 +195,29 @@ mod tests {
         }
     }
 
+    /// With no connection free in time a lookup is answered busy (the
+    /// edge answers 2003), not as a failed lookup (2001).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_busy_database_is_answered_busy() {
+        let (store, dir) = crate::scratch_store("loader-busy", 200).await;
+        let loader = test_loader(&store);
+        let only_connection = store.pool.acquire().await.expect("the connection");
+        let error = loader.load("any").await.expect_err("no connection");
+        assert!(error.is_busy(), "{error}");
+        drop(only_connection);
+        assert!(loader.load("any").await.expect("load once free").is_none());
+        store.close().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
     /// Lookups asked for together share one query (three ids, padded to
     /// four); a known id comes back in full, unknown ones as nothing.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn batched_lookups_tell_known_from_unknown() {
         let (store, dir) = crate::scratch_store("loader", 5_000).await;
-        let writer = BatchWriter::start(
-            &store,
-            WriterLimits {
-                batch_writes_max: 10,
-                queue_capacity: 10,
-            },
-        );
+        let writer = crate::writer::tests::test_writer(&store);
         writer.write(prepare("known")).await.expect("write");
-        let loader = TransferLoader::start(
-            &store,
-            LoaderLimits {
-                batch_ids_max: 8,
-                queue_capacity: 8,
-            },
-        );
+        let loader = test_loader(&store);
         let (known, first, second) = tokio::join!(
             loader.load("known"),
             loader.load("unknown-1"),

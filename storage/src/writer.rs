@@ -166,6 +166,14 @@ async fn run(
         );
         match outcome {
             Ok(()) => answer_all(batch.drain(..), || Ok(())),
+            Err(ApplyError::BeforeCommit(error)) if error.is_busy() => {
+                // No connection was free in time and nothing was written:
+                // every sender hears busy (2003, retry later). Writing the
+                // requests one by one would only wait again.
+                tracing::warn!(%error, writes = batch.len(), "ledger batch not written: the database is busy");
+                let reason = error.to_string();
+                answer_all(batch.drain(..), || Err(StorageError::Busy(reason.clone())));
+            }
             Err(ApplyError::BeforeCommit(error)) if batch.len() > 1 => {
                 // Nothing was written. Write each request alone, so that one
                 // bad write fails only its own sender.
@@ -197,10 +205,21 @@ async fn run(
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::ledger::{AdminStateChange, NewAdminTransfer};
     use rust_decimal::Decimal;
+
+    /// A writer with small limits, for tests.
+    pub(crate) fn test_writer(store: &Store) -> BatchWriter {
+        BatchWriter::start(
+            store,
+            WriterLimits {
+                batch_writes_max: 100,
+                queue_capacity: 100,
+            },
+        )
+    }
 
     fn funds_in(id: &str) -> LedgerWrite {
         LedgerWrite {
@@ -223,17 +242,35 @@ mod tests {
         }
     }
 
+    /// With no connection free in time a write is answered busy (the edge
+    /// answers 2003) and nothing of it is written; once a connection is
+    /// free the same write goes through.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_busy_database_is_answered_busy() {
+        let (store, dir) = crate::scratch_store("writer-busy", 200).await;
+        let writer = test_writer(&store);
+        let only_connection = store.pool.acquire().await.expect("the connection");
+        let error = writer
+            .write(funds_in("busy"))
+            .await
+            .expect_err("no connection to write on");
+        assert!(error.is_busy(), "{error}");
+        drop(only_connection);
+        assert!(store.admin_transfer("busy").await.expect("read").is_none());
+        writer
+            .write(funds_in("busy"))
+            .await
+            .expect("written once free");
+        assert!(store.admin_transfer("busy").await.expect("read").is_some());
+        store.close().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
     /// One bad write in a batch fails only its own sender.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_bad_write_fails_alone() {
         let (store, dir) = crate::scratch_store("writer", 5_000).await;
-        let writer = BatchWriter::start(
-            &store,
-            WriterLimits {
-                batch_writes_max: 100,
-                queue_capacity: 100,
-            },
-        );
+        let writer = test_writer(&store);
         writer.write(funds_in("first")).await.expect("first write");
         // Queue a good and a bad (duplicate id) write together.
         let (good, bad) = tokio::join!(

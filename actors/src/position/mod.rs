@@ -438,7 +438,12 @@ impl PositionActor {
                 }
                 Err(error) => {
                     tracing::error!(participant = %actor.key.participant, currency = %actor.key.currency, %error, "position write failed");
-                    let failure = FspiopError::internal("the ledger write failed; repeat the request to learn its outcome");
+                    // Busy: nothing was written (2003, retry later).
+                    // Anything else may or may not have been (2001).
+                    let failure = match error.is_busy() {
+                        true => FspiopError::from(error),
+                        false => FspiopError::internal("the ledger write failed; repeat the request to learn its outcome"),
+                    };
                     for (_, answer) in owed {
                         let _ = answer.send(Err(failure.clone()));
                     }

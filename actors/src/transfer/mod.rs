@@ -74,6 +74,7 @@ pub fn transfer_directory(
         fence: fence_of(&services.placement, transfer_slot(id)),
         services: services.clone(),
         transfer: None,
+        unloaded: None,
     })
 }
 
@@ -139,6 +140,9 @@ pub struct TransferActor {
     fence: Option<Fence>,
     services: Arc<TransferServices>,
     transfer: Option<Transfer>,
+    /// Set when the database was too busy to say what is known of the
+    /// transfer: every message is answered with it (2003, retry later).
+    unloaded: Option<FspiopError>,
 }
 
 impl Actor for TransferActor {
@@ -151,6 +155,10 @@ impl Actor for TransferActor {
         ctx.wait(async move { loader.load(&id).await }.into_actor(self).map(
             |loaded, actor, ctx| match loaded {
                 Ok(record) => actor.transfer = record.map(Transfer::from_record),
+                Err(error) if error.is_busy() => {
+                    tracing::warn!(transfer_id = %actor.id, %error, "transfer not loaded: the database is busy");
+                    actor.unloaded = Some(FspiopError::from(error));
+                }
                 Err(error) => {
                     tracing::error!(transfer_id = %actor.id, %error, "transfer load failed");
                     ctx.stop();
@@ -161,6 +169,17 @@ impl Actor for TransferActor {
 
     fn stopped(&mut self, _ctx: &mut Self::Context) {
         self.services.live.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+impl TransferActor {
+    /// The answer to any message while the transfer could not be loaded;
+    /// the actor then stops, so the next message starts a fresh one that
+    /// reads again.
+    fn refuse_unloaded(&self, ctx: &mut Context<Self>) -> Option<Reply> {
+        let error = self.unloaded.clone()?;
+        ctx.stop();
+        Some(Box::pin(async move { Err(error) }))
     }
 }
 
@@ -333,6 +352,9 @@ impl Handler<Prepare> for TransferActor {
     type Result = Reply;
 
     fn handle(&mut self, prepare: Prepare, ctx: &mut Self::Context) -> Reply {
+        if let Some(refused) = self.refuse_unloaded(ctx) {
+            return refused;
+        }
         let (answer, answer_rx) = oneshot::channel();
         if self.transfer.is_some() && prepare.transfer.bulk_transfer_id.is_some() {
             // A bulk line never joins an existing transfer, its own bulk's included.
@@ -503,6 +525,9 @@ impl Handler<Fulfil> for TransferActor {
     type Result = Reply;
 
     fn handle(&mut self, Fulfil(message): Fulfil, ctx: &mut Self::Context) -> Reply {
+        if let Some(refused) = self.refuse_unloaded(ctx) {
+            return refused;
+        }
         let Some(transfer) = self.transfer.clone() else {
             return self.unknown_transfer(&message.source, &message.content_version, ctx);
         };
@@ -697,6 +722,9 @@ impl Handler<PayeeError> for TransferActor {
     type Result = Reply;
 
     fn handle(&mut self, PayeeError(message): PayeeError, ctx: &mut Self::Context) -> Reply {
+        if let Some(refused) = self.refuse_unloaded(ctx) {
+            return refused;
+        }
         let Some(transfer) = self.transfer.clone() else {
             return self.unknown_transfer(&message.source, &message.content_version, ctx);
         };
@@ -766,6 +794,9 @@ impl Handler<Get> for TransferActor {
     type Result = Reply;
 
     fn handle(&mut self, get: Get, ctx: &mut Self::Context) -> Reply {
+        if let Some(refused) = self.refuse_unloaded(ctx) {
+            return refused;
+        }
         let notification = rules::on_get(
             self.transfer.as_ref(),
             &self.id,
@@ -783,6 +814,9 @@ impl Handler<Expire> for TransferActor {
     type Result = Reply;
 
     fn handle(&mut self, _: Expire, ctx: &mut Self::Context) -> Reply {
+        if let Some(refused) = self.refuse_unloaded(ctx) {
+            return refused;
+        }
         let (answer, answer_rx) = oneshot::channel();
         match self.transfer.clone() {
             Some(t) if t.state == state::RESERVED && t.record.expiration_ms <= self.now() => {
