@@ -1,30 +1,31 @@
-//! The load generator against the embedded switch it starts itself: a
-//! short run is counted, its books are checked, and the switch's CPU is
-//! reported by thread.
+//! The load generator against the embedded switch it starts itself: each
+//! tier and mode runs briefly, every transaction is counted, the books are
+//! checked, and the switch's CPU is reported by thread.
 
 use std::process::{Command, Stdio};
 
 use serde_json::Value;
 
-#[test]
-fn a_short_run_reports_rates_books_and_the_switch_threads() {
-    let dir = std::env::temp_dir().join(format!("mojaswitch-bench-test-{}", std::process::id()));
+/// Runs the generator on SQLite at `rate`/s (1 s ramp, `steady_s` steady)
+/// with `extra` arguments; its JSON summary and its stderr. Fails the test
+/// unless it exits 0 (it exits 2 when the books do not balance).
+fn run(rate: u32, steady_s: u32, extra: &[&str]) -> (Value, String) {
+    let dir = std::env::temp_dir().join(format!(
+        "mojaswitch-bench-test-{}-{}",
+        std::process::id(),
+        switch_tests::free_port()
+    ));
     std::fs::create_dir_all(&dir).expect("scratch dir");
     let json = dir.join("bench.json");
     let output = Command::new(env!("CARGO_BIN_EXE_mojaswitch-bench"))
+        .args(["--backend", "sqlite", "--ramp-s", "1"])
         .args([
-            "--backend",
-            "sqlite",
             "--rate",
-            "200",
-            "--ramp-s",
-            "1",
+            &rate.to_string(),
             "--steady-s",
-            "3",
+            &steady_s.to_string(),
         ])
-        // Not the default (2), so the thread count below shows the setting
-        // reached the switch's storage runtime.
-        .args(["--switch-env", "MOJASWITCH_STORAGE_THREADS=3"])
+        .args(extra)
         .arg("--switch-bin")
         .arg(switch_tests::binary())
         .arg("--json")
@@ -33,7 +34,7 @@ fn a_short_run_reports_rates_books_and_the_switch_threads() {
         .stderr(Stdio::piped())
         .output()
         .expect("run mojaswitch-bench");
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
     assert!(
         output.status.success(),
         "bench failed ({}):\n{stderr}",
@@ -42,16 +43,26 @@ fn a_short_run_reports_rates_books_and_the_switch_threads() {
     let summary: Value =
         serde_json::from_str(&std::fs::read_to_string(&json).expect("bench JSON")).expect("parses");
     let _ = std::fs::remove_dir_all(&dir);
+    (summary, stderr)
+}
 
-    // Every transaction offered in the ramp and the steady window
-    // committed, and the database agrees.
-    assert!(
-        summary["counts"]["committed"].as_u64().unwrap_or(0) >= 600,
-        "{summary}"
-    );
+/// Every transaction offered in the ramp and the steady window committed
+/// (at least `expected`), none failed, and the database agrees.
+fn assert_all_committed(summary: &Value, expected: u64) -> u64 {
+    let committed = summary["counts"]["committed"].as_u64().unwrap_or(0);
+    assert!(committed >= expected, "{summary}");
     assert_eq!(summary["counts"]["failed"], 0, "{summary}");
     assert_eq!(summary["books"]["counts_match"], true, "{summary}");
     assert_eq!(summary["books"]["ledger_check_passed"], true, "{summary}");
+    committed
+}
+
+#[test]
+fn a_short_run_reports_rates_books_and_the_switch_threads() {
+    // Not the default (1), so the thread count below shows the setting
+    // reached the switch's storage runtime.
+    let (summary, stderr) = run(200, 3, &["--switch-env", "MOJASWITCH_STORAGE_THREADS=3"]);
+    assert_all_committed(&summary, 600);
 
     // The per-thread figures come from the scheduler and add up to the
     // process's own CPU time (read from another file, in 10 ms ticks).
@@ -79,4 +90,31 @@ fn a_short_run_reports_rates_books_and_the_switch_threads() {
         "threads {by_thread} cores, process {process} cores: {cpu}"
     );
     assert!(stderr.contains("by thread of the switch"), "{stderr}");
+}
+
+/// The end-to-end tier, with 70% of the traffic from one payer: each
+/// transaction is a party lookup, a quote and a transfer, each answered.
+#[test]
+fn the_end_to_end_tier_runs_lookup_quote_and_transfer() {
+    let (summary, _) = run(50, 2, &["--tier", "e2e", "--skew", "70"]);
+    assert_eq!(summary["config"]["tier"], "e2e", "{summary}");
+    assert_eq!(summary["config"]["skew_percent"], 70.0, "{summary}");
+    let committed = assert_all_committed(&summary, 100);
+    for stage in ["parties", "quotes", "transfers"] {
+        let accepted = summary["counts"]["stages"][stage]["accepted_202"]
+            .as_u64()
+            .unwrap_or(0);
+        assert!(accepted >= committed, "{stage}: {summary}");
+    }
+}
+
+/// PATCH mode: payees answer RESERVED, and each is told COMMITTED by PATCH.
+#[test]
+fn patch_mode_notifies_every_payee_of_the_commit() {
+    let (summary, _) = run(50, 2, &["--patch"]);
+    let committed = assert_all_committed(&summary, 100);
+    assert_eq!(
+        summary["counts"]["payee_patches_by_state"]["COMMITTED"], committed,
+        "{summary}"
+    );
 }
