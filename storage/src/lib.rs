@@ -67,14 +67,50 @@ pub enum StorageError {
 }
 
 impl StorageError {
-    /// Every connection stayed busy for the whole acquire timeout: the
-    /// database is overloaded, and the same work may succeed later.
+    /// The database could not take the work now, and the same work may
+    /// succeed later: every connection stayed busy for the whole acquire
+    /// timeout, or another holder of a lock outlasted the wait for it (see
+    /// [`is_lock_conflict`]).
     pub fn is_busy(&self) -> bool {
-        matches!(
-            self,
-            StorageError::Database(sqlx::Error::PoolTimedOut) | StorageError::Busy(_)
-        )
+        match self {
+            StorageError::Database(sqlx::Error::PoolTimedOut) | StorageError::Busy(_) => true,
+            StorageError::Database(sqlx::Error::Database(error)) => {
+                is_lock_conflict(error.as_ref())
+            }
+            _ => false,
+        }
     }
+}
+
+/// SQLite's primary result codes for a lock held by another connection:
+/// `SQLITE_BUSY` (the database file, past `busy_timeout`) and
+/// `SQLITE_LOCKED` (a table, within one process).
+const SQLITE_BUSY: i32 = 5;
+const SQLITE_LOCKED: i32 = 6;
+/// MariaDB/MySQL error numbers: lock wait timeout, and deadlock (the server
+/// rolled the transaction back).
+const MYSQL_LOCK_WAIT_TIMEOUT: u16 = 1205;
+const MYSQL_DEADLOCK: u16 = 1213;
+
+/// Whether the database refused a statement because someone else held a
+/// lock it needed for longer than it would wait: an operator's `sqlite3`
+/// shell or a backup holding the SQLite write lock past the 5 s busy
+/// timeout, a MariaDB lock wait timeout or deadlock. The statement did
+/// nothing, and the caller's transaction is rolled back.
+fn is_lock_conflict(error: &dyn sqlx::error::DatabaseError) -> bool {
+    use sqlx::error::DatabaseError;
+    if let Some(sqlite) = error.try_downcast_ref::<sqlx::sqlite::SqliteError>() {
+        // `code()` is the extended result code; its low byte is the primary.
+        let primary = sqlite
+            .code()
+            .and_then(|code| code.parse::<i32>().ok())
+            .map(|code| code & 0xff);
+        return matches!(primary, Some(SQLITE_BUSY | SQLITE_LOCKED));
+    }
+    if let Some(mysql) = error.try_downcast_ref::<sqlx::mysql::MySqlDatabaseError>() {
+        return matches!(mysql.number(), MYSQL_LOCK_WAIT_TIMEOUT | MYSQL_DEADLOCK);
+    }
+    false
 }
 
 pub type Result<T> = std::result::Result<T, StorageError>;
@@ -484,5 +520,90 @@ mod tests {
         store.ping().await.expect("a connection is free again");
         store.close().await;
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    async fn connect_any(url: &str) -> sqlx::AnyConnection {
+        use sqlx::Connection;
+        sqlx::any::install_default_drivers();
+        sqlx::AnyConnection::connect(url).await.expect("connect")
+    }
+
+    async fn exec(conn: &mut sqlx::AnyConnection, sql: &str) -> Result<()> {
+        sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+
+    /// Someone else (an operator's `sqlite3` shell, a backup) holds the
+    /// SQLite write lock past the busy timeout: the writer's BEGIN fails as
+    /// busy (2003), not as a failed write (2001), through the `Any` driver
+    /// the store uses. Other failures stay not busy.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_sqlite_write_lock_held_elsewhere_is_busy() {
+        let (store, dir) = scratch_store("locked", 5_000).await;
+        let url = format!("sqlite://{}/s.db", dir.display());
+        let mut other = connect_any(&url).await;
+        exec(&mut other, "BEGIN IMMEDIATE").await.expect("lock");
+        let error = begin_write(&store.pool)
+            .await
+            .expect_err("the write lock is held elsewhere");
+        assert!(error.is_busy(), "{error}");
+        exec(&mut other, "ROLLBACK").await.expect("unlock");
+        begin_write(&store.pool).await.expect("free again");
+        let mut conn = store.pool.acquire().await.expect("acquire");
+        let error = exec(&mut conn, "SELECT * FROM no_such_table")
+            .await
+            .expect_err("no such table");
+        assert!(!error.is_busy(), "{error}");
+        drop(conn);
+        store.close().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// The same on MariaDB: a lock wait timeout (another transaction holds
+    /// the row) is busy.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_mariadb_lock_wait_timeout_is_busy() {
+        let server = std::env::var("MOJASWITCH_TEST_MYSQL_URL")
+            .unwrap_or_else(|_| "mysql://mojaswitch:mojaswitch@127.0.0.1:3306".to_string());
+        let name = format!("mjtest_lock_{}", std::process::id());
+        let mut admin = connect_any(&server).await;
+        exec(&mut admin, &format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create");
+        let url = format!("{server}/{name}");
+        let mut holder = connect_any(&url).await;
+        exec(
+            &mut holder,
+            "CREATE TABLE t (id INT PRIMARY KEY) ENGINE=InnoDB",
+        )
+        .await
+        .expect("table");
+        exec(&mut holder, "INSERT INTO t VALUES (1)")
+            .await
+            .expect("row");
+        exec(&mut holder, "BEGIN").await.expect("begin");
+        exec(&mut holder, "UPDATE t SET id = 1 WHERE id = 1")
+            .await
+            .expect("lock the row");
+        let mut waiter = connect_any(&url).await;
+        exec(&mut waiter, "SET SESSION innodb_lock_wait_timeout = 1")
+            .await
+            .expect("set");
+        exec(&mut waiter, "BEGIN").await.expect("begin");
+        let error = exec(&mut waiter, "UPDATE t SET id = 1 WHERE id = 1")
+            .await
+            .expect_err("the row is locked elsewhere");
+        assert!(error.is_busy(), "{error}");
+        let error = exec(&mut waiter, "SELECT * FROM no_such_table")
+            .await
+            .expect_err("no such table");
+        assert!(!error.is_busy(), "{error}");
+        // Both transactions end (and their metadata locks go) before the drop.
+        drop((waiter, holder));
+        exec(&mut admin, &format!("DROP DATABASE {name}"))
+            .await
+            .expect("drop");
     }
 }

@@ -126,6 +126,7 @@ async fn known_ids(conn: &mut HeldConnection, ids: &[&str]) -> Result<HashSet<St
     }
     match seqs_on(conn, ids).await {
         Ok(known) => Ok(known),
+        Err(error) if error.is_busy() => Err(error),
         Err(error) => {
             tracing::debug!(%error, "transfer lookup failed; asking again on a fresh connection");
             seqs_on(conn, ids).await

@@ -113,7 +113,9 @@ async fn apply(
 ) -> std::result::Result<(), ApplyError> {
     let kept = conn.holds();
     match apply_once(conn, write).await {
-        Err(ApplyError::BeforeCommit(error)) if kept => {
+        // A busy database is not cured by a fresh connection: it would
+        // only wait out the same lock again before anyone hears busy.
+        Err(ApplyError::BeforeCommit(error)) if kept && !error.is_busy() => {
             tracing::warn!(%error, "ledger batch failed on a kept connection; writing it again on a fresh one");
             apply_once(conn, write).await
         }

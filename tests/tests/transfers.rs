@@ -321,6 +321,63 @@ async fn transfers_commit_after_the_database_drops_every_connection() {
     s.finish().await;
 }
 
+/// Someone else holds the SQLite write lock (an operator's `sqlite3` shell,
+/// a backup) for longer than the switch waits for it (5 s). A prepare that
+/// needs it is answered 503 with 2003 (retry later); nothing of it is
+/// recorded and nobody gets a callback; the same prepare sent again once the
+/// lock is free commits. (Before, the batch writer waited out the lock a
+/// second time on a fresh connection and then answered 2001.)
+#[tokio::test]
+async fn a_prepare_that_finds_the_database_locked_is_answered_2003_and_can_be_sent_again() {
+    let s = scene(Backend::Sqlite, &[]).await;
+    s.payee.set_rule(Rule::Fulfil);
+    let first = s
+        .payer
+        .prepare("payeefsp", "1", "USD", Duration::from_secs(60));
+    assert_eq!(s.payer.send_prepare(&first).await.0, 202);
+    expect(&s.payer, "the first commit", is_put(&first.transfer_id)).await;
+
+    let mut holder = {
+        use sqlx::Connection;
+        sqlx::any::install_default_drivers();
+        sqlx::AnyConnection::connect(&s.db.url)
+            .await
+            .expect("a second connection")
+    };
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut holder)
+        .await
+        .expect("take the write lock");
+    let prepare = s
+        .payer
+        .prepare("payeefsp", "2", "USD", Duration::from_secs(60));
+    let id = prepare.transfer_id.clone();
+    let (status, body) = s.payer.send_prepare(&prepare).await;
+    sqlx::query("ROLLBACK")
+        .execute(&mut holder)
+        .await
+        .expect("free the write lock");
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["errorInformation"]["errorCode"], "2003", "{body}");
+    let recorded = s.db.rows(&format!(
+        "SELECT COUNT(*) FROM transfer WHERE transfer_id = '{id}'"
+    ));
+    assert_eq!(
+        recorded[0][0], "0",
+        "nothing of the refused prepare is kept"
+    );
+    expect_nothing(&s.payee, "the prepare", is_post(&id)).await;
+    expect_nothing(&s.payer, "a callback", |r| r.path.contains(id.as_str())).await;
+    assert_eq!(s.position("payerfsp").await, "1", "no reservation is held");
+
+    let (status, body) = s.payer.send_prepare(&prepare).await;
+    assert_eq!(status, 202, "{body}");
+    let committed = expect(&s.payer, "the commit", is_put(&id)).await;
+    assert_eq!(committed.json["transferState"], "COMMITTED");
+    assert_eq!(s.position("payerfsp").await, "3");
+    s.finish().await;
+}
+
 /// The payee answers RESERVED (v1.1 commit notification): commit, the payer
 /// gets the hub's PUT, the payee a PATCH with the final state.
 async fn patch_flow(backend: Backend) {
