@@ -57,6 +57,7 @@ impl Store {
             reports.push(check_admin_transfers_final(&mut tx).await?);
             reports.push(check_currency_nets_zero(&mut tx).await?);
             reports.push(check_transfer_movements(&mut tx).await?);
+            reports.push(check_history_keys(&mut tx).await?);
             reports.push(check_window_content(&mut tx).await?);
             reports.push(check_settlement_moves(&mut tx).await?);
             reports.push(check_gross_settlements(&mut tx).await?);
@@ -133,6 +134,53 @@ async fn check_limits_not_negative(tx: &mut Snapshot) -> Result<InvariantReport>
         if value < 0 || alarm < 0 {
             report.violation(format!("limit {id}: value {value}, alarm {alarm}"));
         }
+    }
+    Ok(report)
+}
+
+/// The tables keyed by `transfer_seq` that also name the transfer by id.
+const TRANSFER_HISTORY_TABLES: [&str; 4] = [
+    "transfer_state_change",
+    "transfer_fulfilment",
+    "transfer_error",
+    "transfer_duplicate_check",
+];
+
+/// Every history row's `transfer_seq` is the seq of the transfer its
+/// `transfer_id` names. The batch writer looks each batch's seqs up by id
+/// (`transfers::seqs_of`); a wrong one would file a state, a fulfilment or
+/// a hash under another transfer.
+async fn check_history_keys(tx: &mut Snapshot) -> Result<InvariantReport> {
+    let mut report = InvariantReport::new("transfer_history_rows_key_their_transfer");
+    for table in TRANSFER_HISTORY_TABLES {
+        let mismatched = "t.transfer_id IS NULL OR t.transfer_id <> h.transfer_id";
+        let counts = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT COUNT(*) AS checked, CAST(COALESCE(SUM(CASE WHEN {mismatched} THEN 1 ELSE 0 END), 0) AS SIGNED) AS bad \
+             FROM {table} h LEFT JOIN transfer t ON t.transfer_seq = h.transfer_seq"
+        )))
+        .fetch_one(&mut **tx)
+        .await?;
+        let checked: i64 = col(&counts, "checked")?;
+        report.rows_checked += checked.max(0) as u64;
+        let bad: i64 = col(&counts, "bad")?;
+        if bad == 0 {
+            continue;
+        }
+        let examples = sqlx::query(sqlx::AssertSqlSafe(format!(
+            "SELECT h.transfer_seq, h.transfer_id FROM {table} h LEFT JOIN transfer t ON t.transfer_seq = h.transfer_seq \
+             WHERE {mismatched} LIMIT {VIOLATIONS_SHOWN_MAX}"
+        )))
+        .fetch_all(&mut **tx)
+        .await?;
+        for row in &examples {
+            let seq: i64 = col(row, "transfer_seq")?;
+            let id: String = col(row, "transfer_id")?;
+            report.violation(format!(
+                "{table}: a row for {id} has transfer_seq {seq}, which is not that transfer's"
+            ));
+        }
+        // The rest are counted without examples.
+        report.violations += (bad as u64).saturating_sub(examples.len() as u64);
     }
     Ok(report)
 }
@@ -457,4 +505,75 @@ async fn check_gross_settlements(tx: &mut Snapshot) -> Result<InvariantReport> {
         }
     }
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::ledger::LedgerWrite;
+    use crate::transfers::{test_transfer, TransferStateChange, TransferWrite};
+
+    fn entered(ids: &[&str], state: &str) -> LedgerWrite {
+        let states = ids
+            .iter()
+            .map(|id| TransferStateChange {
+                transfer_id: id.to_string(),
+                state: state.into(),
+                reason: None,
+            })
+            .collect();
+        LedgerWrite {
+            transfers: TransferWrite {
+                states,
+                ..TransferWrite::default()
+            },
+            ..LedgerWrite::default()
+        }
+    }
+
+    fn prepared(ids: &[&str]) -> LedgerWrite {
+        let mut write = entered(ids, "RESERVED");
+        write.transfers.transfers = ids.iter().map(|id| test_transfer(id)).collect();
+        write
+    }
+
+    /// History rows written by the batch writer, in the batch that creates
+    /// their transfer and in a later one, are each keyed by their own
+    /// transfer; a row filed under another transfer's seq is reported.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn history_rows_keyed_by_another_transfer_are_reported() {
+        let (store, dir) = crate::scratch_store("check-keys", 5_000).await;
+        let writer = crate::writer::tests::test_writer(&store);
+        let ids = ["a", "b", "c"];
+        writer.write(prepared(&ids)).await.expect("prepare batch");
+        writer
+            .write(entered(&ids, "COMMITTED"))
+            .await
+            .expect("commit batch");
+        let history_keys = |reports: Vec<super::InvariantReport>| {
+            reports
+                .into_iter()
+                .find(|r| r.name == "transfer_history_rows_key_their_transfer")
+                .expect("the invariant is checked")
+        };
+        let report = history_keys(store.check_invariants().await.expect("check"));
+        assert!(report.holds(), "{report:?}");
+        assert_eq!(report.rows_checked, 6);
+
+        sqlx::query(
+            "UPDATE transfer_state_change SET transfer_seq = \
+             (SELECT transfer_seq FROM transfer WHERE transfer_id = 'b') \
+             WHERE transfer_id = 'a' AND state = 'COMMITTED'",
+        )
+        .execute(&store.pool)
+        .await
+        .expect("file a's commit under b");
+        let report = history_keys(store.check_invariants().await.expect("check"));
+        assert_eq!(report.violations, 1, "{report:?}");
+        assert!(
+            report.examples[0].contains("for a has transfer_seq"),
+            "{report:?}"
+        );
+        store.close().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

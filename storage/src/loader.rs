@@ -155,8 +155,7 @@ async fn seqs_on(conn: &mut HeldConnection, ids: &[&str]) -> Result<HashSet<Stri
 mod tests {
     use super::*;
     use crate::ledger::LedgerWrite;
-    use crate::transfers::{NewTransfer, TransferStateChange, TransferWrite};
-    use rust_decimal::Decimal;
+    use crate::transfers::{test_transfer, TransferStateChange, TransferWrite};
 
     fn test_loader(store: &Store) -> TransferLoader {
         TransferLoader::start(
@@ -171,20 +170,7 @@ mod tests {
     fn prepare(id: &str) -> LedgerWrite {
         LedgerWrite {
             transfers: TransferWrite {
-                transfers: vec![NewTransfer {
-                    transfer_id: id.into(),
-                    payer_fsp: "payer".into(),
-                    payee_fsp: "payee".into(),
-                    amount: Decimal::ONE,
-                    currency: "USD".into(),
-                    condition: "c".into(),
-                    expiration: "2030-01-01T00:00:00.000Z".into(),
-                    expiration_ms: 1_893_456_000_000,
-                    ilp_packet: "p".into(),
-                    prepare_hash: "h".into(),
-                    content_version: "1.1".into(),
-                    bulk_transfer_id: None,
-                }],
+                transfers: vec![test_transfer(id)],
                 states: vec![TransferStateChange {
                     transfer_id: id.into(),
                     state: "RESERVED".into(),

@@ -55,6 +55,25 @@ pub struct MessageHash {
     pub hash: String,
 }
 
+/// A prepare of 1 USD from `payer` to `payee`, for tests.
+#[cfg(test)]
+pub(crate) fn test_transfer(id: &str) -> NewTransfer {
+    NewTransfer {
+        transfer_id: id.into(),
+        payer_fsp: "payer".into(),
+        payee_fsp: "payee".into(),
+        amount: Decimal::ONE,
+        currency: "USD".into(),
+        condition: "c".into(),
+        expiration: "2030-01-01T00:00:00.000Z".into(),
+        expiration_ms: 1_893_456_000_000,
+        ilp_packet: "p".into(),
+        prepare_hash: "h".into(),
+        content_version: "1.1".into(),
+        bulk_transfer_id: None,
+    }
+}
+
 /// Everything the switch knows about one transfer.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TransferRecord {
