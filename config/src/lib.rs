@@ -51,7 +51,10 @@ pub struct Config {
     pub actor_reply_timeout_ms: u64,
     /// Grace period for in-flight requests and writes on SIGTERM/SIGINT.
     pub shutdown_timeout_ms: u64,
-    /// Arbiter threads the actors are spread over.
+    /// Arbiter threads the actors are spread over. One by default: on two
+    /// cores it gave lower latency and less CPU per transfer than two in
+    /// every alternating pair measured (docs/performance.md); more cores
+    /// may want more.
     pub actor_threads: usize,
     /// Worker threads of the storage runtime (database driver, batch
     /// writer, transfer loader, callback delivery). One by default: on two
@@ -133,7 +136,7 @@ impl Default for Config {
             position_mailbox_capacity: 1024,
             actor_reply_timeout_ms: 10_000,
             shutdown_timeout_ms: 10_000,
-            actor_threads: 2,
+            actor_threads: 1,
             storage_threads: 1,
             transfer_mailbox_capacity: 64,
             transfers_in_flight_max: 100_000,
