@@ -100,6 +100,22 @@ fn the_end_to_end_tier_runs_lookup_quote_and_transfer() {
     assert_eq!(summary["config"]["tier"], "e2e", "{summary}");
     assert_eq!(summary["config"]["skew_percent"], 70.0, "{summary}");
     let committed = assert_all_committed(&summary, 100);
+    // The first payer sent 70% of the transactions, the other three the rest.
+    let by_payer = summary["config"]["transactions_by_payer"]
+        .as_object()
+        .expect("transactions by payer");
+    let total: u64 = by_payer.values().filter_map(Value::as_u64).sum();
+    let first = by_payer
+        .iter()
+        .find(|(name, _)| name.ends_with("payer0"))
+        .and_then(|(_, count)| count.as_u64())
+        .expect("the first payer's count");
+    assert_eq!((by_payer.len(), total), (4, committed), "{summary}");
+    let share = first as f64 / total as f64;
+    assert!(
+        (0.6..=0.8).contains(&share),
+        "first payer's share {share}: {summary}"
+    );
     for stage in ["parties", "quotes", "transfers"] {
         let accepted = summary["counts"]["stages"][stage]["accepted_202"]
             .as_u64()
