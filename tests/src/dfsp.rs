@@ -279,6 +279,9 @@ pub struct Dfsp {
 
 /// An actix-web server on a free loopback port, in a thread of its own with
 /// its own actix system; dropping it stops the server.
+/// Ports tried for a simulated DFSP's server before giving up.
+const BIND_ATTEMPTS_MAX: usize = 10;
+
 pub struct ServerThread {
     pub port: u16,
     server: Option<actix_web::dev::ServerHandle>,
@@ -291,7 +294,14 @@ impl ServerThread {
     where
         F: Fn(&mut web::ServiceConfig) + Send + Clone + 'static,
     {
-        let listener = TcpListener::bind("127.0.0.1:0").expect("bind server port");
+        // A port from `free_port`, not one the kernel picks: a kernel-picked
+        // port could be one just handed to a switch that has not bound it
+        // yet; the switch then failed to start while its health check was
+        // answered by this server (seen once in CI: a hub account "created"
+        // with 202 and no body).
+        let listener = (0..BIND_ATTEMPTS_MAX)
+            .find_map(|_| TcpListener::bind(("127.0.0.1", crate::free_port())).ok())
+            .expect("bind server port");
         let port = listener.local_addr().expect("server address").port();
         let (tx, rx) = std::sync::mpsc::channel();
         let thread = std::thread::Builder::new()
