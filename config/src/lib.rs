@@ -67,6 +67,10 @@ pub struct Config {
     pub transfers_in_flight_max: usize,
     /// Decided position changes waiting for durability, per position; beyond it the edge sheds load (2003).
     pub position_pending_max: usize,
+    /// Once 16 prepares waiting for their answer have each waited longer
+    /// than this, new prepares are refused with 2003 until the queue drains
+    /// (0: never). See `http/src/overload.rs`.
+    pub overload_prepare_wait_ms: u64,
     /// Ledger writes merged into one database transaction at most.
     pub batch_writes_max: usize,
     /// Ledger writes waiting for the writer at most.
@@ -141,6 +145,7 @@ impl Default for Config {
             transfer_mailbox_capacity: 64,
             transfers_in_flight_max: 100_000,
             position_pending_max: 20_000,
+            overload_prepare_wait_ms: 1_000,
             batch_writes_max: 1_000,
             writer_queue_capacity: 10_000,
             on_us_transfers_enabled: false,

@@ -17,5 +17,6 @@ pub mod metrics;
 pub mod notifier;
 pub mod operator;
 pub mod oracle;
+pub mod overload;
 pub mod server;
 pub mod state;

@@ -469,6 +469,7 @@ async fn run(
         redis_timers,
         settlements,
         transfers_live,
+        overload: crate::overload::Overload::new(config.overload_prepare_wait_ms),
         participants,
         endpoints,
         notifier,

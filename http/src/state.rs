@@ -38,6 +38,8 @@ pub struct AppState {
     pub settlements: Arc<switch_actors::settlement::SettlementDirectory>,
     /// Live transfer actors (see `transfers_in_flight_max`).
     pub transfers_live: Arc<std::sync::atomic::AtomicUsize>,
+    /// Prepares being answered (see `overload_prepare_wait_ms`).
+    pub overload: crate::overload::Overload,
     pub participants: ParticipantCache,
     pub endpoints: EndpointCache,
     pub notifier: HttpNotifier,

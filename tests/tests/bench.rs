@@ -125,12 +125,17 @@ fn the_end_to_end_tier_runs_lookup_quote_and_transfer() {
 }
 
 /// PATCH mode: payees answer RESERVED, and each is told COMMITTED by PATCH.
+/// Each simulated DFSP has a single connection to the switch here: its
+/// requests wait for it in turn, and every transfer still commits.
 #[test]
 fn patch_mode_notifies_every_payee_of_the_commit() {
-    let (summary, _) = run(50, 2, &["--patch"]);
+    let (summary, _) = run(50, 2, &["--patch", "--connections-per-dfsp", "1"]);
     let committed = assert_all_committed(&summary, 100);
     assert_eq!(
         summary["counts"]["payee_patches_by_state"]["COMMITTED"], committed,
         "{summary}"
     );
+    let connections = &summary["counts"]["connections"];
+    assert_eq!(connections["per_dfsp_per_node"], 1, "{summary}");
+    assert!(connections["requests_waited"].is_u64(), "{summary}");
 }

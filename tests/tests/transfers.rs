@@ -321,6 +321,21 @@ async fn transfers_commit_after_the_database_drops_every_connection() {
     s.finish().await;
 }
 
+/// A second connection to the SQLite database holding its write lock
+/// (`ROLLBACK` on it frees the lock), as an operator's `sqlite3` shell can.
+async fn write_lock_held(url: &str) -> sqlx::AnyConnection {
+    use sqlx::Connection;
+    sqlx::any::install_default_drivers();
+    let mut holder = sqlx::AnyConnection::connect(url)
+        .await
+        .expect("a second connection");
+    sqlx::query("BEGIN IMMEDIATE")
+        .execute(&mut holder)
+        .await
+        .expect("take the write lock");
+    holder
+}
+
 /// Someone else holds the SQLite write lock (an operator's `sqlite3` shell,
 /// a backup) for longer than the switch waits for it (5 s). A prepare that
 /// needs it is answered 503 with 2003 (retry later); nothing of it is
@@ -337,17 +352,7 @@ async fn a_prepare_that_finds_the_database_locked_is_answered_2003_and_can_be_se
     assert_eq!(s.payer.send_prepare(&first).await.0, 202);
     expect(&s.payer, "the first commit", is_put(&first.transfer_id)).await;
 
-    let mut holder = {
-        use sqlx::Connection;
-        sqlx::any::install_default_drivers();
-        sqlx::AnyConnection::connect(&s.db.url)
-            .await
-            .expect("a second connection")
-    };
-    sqlx::query("BEGIN IMMEDIATE")
-        .execute(&mut holder)
-        .await
-        .expect("take the write lock");
+    let mut holder = write_lock_held(&s.db.url).await;
     let prepare = s
         .payer
         .prepare("payeefsp", "2", "USD", Duration::from_secs(60));
@@ -375,6 +380,72 @@ async fn a_prepare_that_finds_the_database_locked_is_answered_2003_and_can_be_se
     let committed = expect(&s.payer, "the commit", is_put(&id)).await;
     assert_eq!(committed.json["transferState"], "COMMITTED");
     assert_eq!(s.position("payerfsp").await, "3");
+    s.finish().await;
+}
+
+/// A switch that is behind refuses new prepares at once: while 16
+/// prepares being answered have each waited longer than
+/// `overload_prepare_wait_ms` (here they queue behind a write lock held
+/// elsewhere), a new prepare is answered 503 with 2003 and nothing of it is
+/// recorded. The queued ones are still answered and commit once the lock
+/// is free, and the refused prepare sent again then commits too.
+#[tokio::test]
+async fn a_switch_that_is_behind_refuses_new_prepares_until_its_queue_drains() {
+    let s = scene(
+        Backend::Sqlite,
+        &[("MOJASWITCH_OVERLOAD_PREPARE_WAIT_MS", "200")],
+    )
+    .await;
+    s.payee.set_rule(Rule::Fulfil);
+    let mut holder = write_lock_held(&s.db.url).await;
+    let queued: Vec<_> = (0..20)
+        .map(|_| {
+            s.payer
+                .prepare("payeefsp", "1", "USD", Duration::from_secs(60))
+        })
+        .collect();
+    let answers = futures::future::join_all(queued.iter().map(|p| s.payer.send_prepare(p)));
+    let late = s
+        .payer
+        .prepare("payeefsp", "7", "USD", Duration::from_secs(60));
+    let refused = async {
+        // The 20 wait for the lock; 0.5 s later the oldest 16 are over 200 ms.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        let refused = s.payer.send_prepare(&late).await;
+        sqlx::query("ROLLBACK")
+            .execute(&mut holder)
+            .await
+            .expect("free the write lock");
+        refused
+    };
+    let (answers, (status, body)) = tokio::join!(answers, refused);
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["errorInformation"]["errorCode"], "2003", "{body}");
+    let description = body["errorInformation"]["errorDescription"].to_string();
+    assert!(description.contains("behind"), "{body}");
+    for (status, body) in &answers {
+        assert_eq!(*status, 202, "a queued prepare is still answered: {body}");
+    }
+    for prepare in &queued {
+        let put = expect(&s.payer, "a queued commit", is_put(&prepare.transfer_id)).await;
+        assert_eq!(put.json["transferState"], "COMMITTED");
+    }
+    let id = late.transfer_id.clone();
+    let recorded = s.db.rows(&format!(
+        "SELECT COUNT(*) FROM transfer WHERE transfer_id = '{id}'"
+    ));
+    assert_eq!(
+        recorded[0][0], "0",
+        "nothing of the refused prepare is kept"
+    );
+    expect_nothing(&s.payee, "the refused prepare", is_post(&id)).await;
+    assert_eq!(s.position("payerfsp").await, "20");
+
+    let (status, body) = s.payer.send_prepare(&late).await;
+    assert_eq!(status, 202, "once the queue drained: {body}");
+    let committed = expect(&s.payer, "the late commit", is_put(&id)).await;
+    assert_eq!(committed.json["transferState"], "COMMITTED");
+    assert_eq!(s.position("payerfsp").await, "27");
     s.finish().await;
 }
 

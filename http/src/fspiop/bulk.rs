@@ -99,8 +99,12 @@ async fn prepare(
     Ok(HttpResponse::Accepted().finish())
 }
 
-/// The in-flight limit counts every line as a transfer.
+/// The in-flight limit counts every line as a transfer; a bulk is not
+/// accepted while single prepares are refused for waiting too long.
 fn shed_if_busy(state: &AppState, lines: usize) -> ApiResult<()> {
+    if let Some(behind) = state.overload.behind() {
+        return Err(super::transfers::behind(behind));
+    }
     let live = state
         .transfers_live
         .load(std::sync::atomic::Ordering::Relaxed);

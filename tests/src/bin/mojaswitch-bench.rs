@@ -53,6 +53,7 @@ use serde_json::{json, Value};
 use switch_http::ilp;
 use switch_tests::dfsp::{rfc1123_now, SECRET};
 use switch_tests::{Backend, TestDb};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// mimalloc, as in the switch: the generator shares the machine's cores
 /// with the switch, and under glibc malloc ~15% of its CPU went to the
@@ -64,6 +65,9 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 const CURRENCY: &str = "USD";
 /// How long a single HTTP exchange with the switch may take.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
+/// All simulated DFSPs' connections to one node at most: well inside the
+/// kernel's ~28,000 ephemeral ports.
+const CONNECTIONS_MAX: usize = 16_384;
 /// How long stragglers may take after the steady window.
 const GRACE: Duration = Duration::from_secs(10);
 /// How long an embedded switch may take to become healthy / to stop.
@@ -184,6 +188,11 @@ struct Args {
     /// Transactions awaiting their callback at most; beyond it new ones are dropped.
     #[arg(long, default_value_t = 20_000)]
     max_in_flight: usize,
+    /// Requests each simulated DFSP has open to each switch node at most, as
+    /// a DFSP's own HTTP client pool allows; beyond it a request waits in the
+    /// generator, and the wait counts in its transaction's latency.
+    #[arg(long, default_value_t = 256)]
+    connections_per_dfsp: usize,
     /// Amount of each transfer.
     #[arg(long, default_value = "1")]
     amount: String,
@@ -536,10 +545,13 @@ type HttpClient = Client<hyper_util::client::legacy::connect::HttpConnector, Ful
 
 /// Idle connections are dropped before the switch's keep-alive (actix-web
 /// closes after 5 s) can close them: a request sent on a connection the
-/// server is closing got a 408 or a reset (seen at 3,000/s).
-fn http_client() -> HttpClient {
+/// server is closing got a 408 or a reset (seen at 3,000/s). Up to
+/// `idle_per_host` are kept, as many as the DFSPs may have open (see
+/// `Connections`), so that none is closed and opened again while the
+/// load swings.
+fn http_client(idle_per_host: usize) -> HttpClient {
     Client::builder(TokioExecutor::new())
-        .pool_max_idle_per_host(512)
+        .pool_max_idle_per_host(idle_per_host)
         .pool_idle_timeout(Duration::from_secs(2))
         .build_http()
 }
@@ -596,12 +608,77 @@ fn error_code(json: &Value) -> String {
 
 // -------------------------------------------------------------- the simulator
 
+/// The simulated DFSPs' connections to the switch: each DFSP has at most
+/// `--connections-per-dfsp` requests open to each node, as its own HTTP
+/// client pool would. Without a bound, an overloaded switch made the
+/// generator open a connection for every waiting request (~12,000), and
+/// the kernel's search for a free ephemeral port in `connect()` took 70%
+/// of the generator's CPU, on the cores the switch needed.
+struct Connections {
+    /// Per DFSP, one semaphore per switch node (as `Sim::fspiop`).
+    slots: HashMap<String, Vec<Arc<Semaphore>>>,
+    per_dfsp: usize,
+    /// Requests that found their DFSP's connections all busy, and the
+    /// longest such wait.
+    waited: AtomicU64,
+    wait_us_max: AtomicU64,
+}
+
+impl Connections {
+    fn new<'a>(dfsps: impl Iterator<Item = &'a String>, nodes: usize, per_dfsp: usize) -> Self {
+        let slots = dfsps
+            .map(|dfsp| {
+                let per_node = (0..nodes)
+                    .map(|_| Arc::new(Semaphore::new(per_dfsp)))
+                    .collect();
+                (dfsp.clone(), per_node)
+            })
+            .collect();
+        Connections {
+            slots,
+            per_dfsp,
+            waited: AtomicU64::new(0),
+            wait_us_max: AtomicU64::new(0),
+        }
+    }
+
+    /// A connection of `dfsp` to node `node`, waited for at most `HTTP_TIMEOUT`.
+    async fn acquire(&self, dfsp: &str, node: usize) -> Result<OwnedSemaphorePermit, String> {
+        let slots = self
+            .slots
+            .get(dfsp)
+            .and_then(|per_node| per_node.get(node))
+            .ok_or_else(|| format!("{dfsp} is not a simulated DFSP"))?;
+        if let Ok(permit) = slots.clone().try_acquire_owned() {
+            return Ok(permit);
+        }
+        let since = Instant::now();
+        let permit = tokio::time::timeout(HTTP_TIMEOUT, slots.clone().acquire_owned())
+            .await
+            .map_err(|_| "timeout waiting for a connection".to_string())?
+            .map_err(|_| "connections closed".to_string())?;
+        self.waited.fetch_add(1, Ordering::Relaxed);
+        let waited_us = since.elapsed().as_micros() as u64;
+        self.wait_us_max.fetch_max(waited_us, Ordering::Relaxed);
+        Ok(permit)
+    }
+
+    fn report(&self) -> Value {
+        json!({
+            "per_dfsp_per_node": self.per_dfsp,
+            "requests_waited": self.waited.load(Ordering::Relaxed),
+            "wait_ms_max": self.wait_us_max.load(Ordering::Relaxed) as f64 / 1000.0,
+        })
+    }
+}
+
 struct Sim {
     record: Arc<Record>,
     client: HttpClient,
     /// FSPIOP base URLs of the switch's nodes, used round-robin.
     fspiop: Vec<String>,
     next_node: AtomicUsize,
+    connections: Connections,
     payees: Vec<String>,
     payers: Vec<String>,
     runtime: tokio::runtime::Handle,
@@ -1018,16 +1095,25 @@ async fn answer_quote(sim: Arc<Sim>, payee: String, payer: String, quote: Value)
 }
 
 impl Sim {
-    /// The FSPIOP base URL for the next request (round-robin over the nodes).
-    fn node(&self) -> &str {
-        let i = self.next_node.fetch_add(1, Ordering::Relaxed);
-        &self.fspiop[i % self.fspiop.len()]
+    /// `dfsp`'s request to the next node (round-robin), on one of its
+    /// connections to that node.
+    async fn send(
+        &self,
+        dfsp: &str,
+        method: hyper::Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Vec<u8>,
+    ) -> Result<(u16, bytes::Bytes), String> {
+        let node = self.next_node.fetch_add(1, Ordering::Relaxed) % self.fspiop.len();
+        let url = format!("{}{path}", self.fspiop[node]);
+        let _connection = self.connections.acquire(dfsp, node).await?;
+        send(&self.client, method, &url, headers, body).await
     }
 }
 
 /// A payee's callback to the switch, counted by resource and outcome.
 async fn payee_put(sim: &Sim, stage: Stage, path: &str, payee: &str, payer: &str, body: Value) {
-    let url = format!("{}{path}", sim.node());
     let date = rfc1123_now();
     let headers = [
         ("content-type", stage.media().0),
@@ -1035,14 +1121,10 @@ async fn payee_put(sim: &Sim, stage: Stage, path: &str, payee: &str, payer: &str
         ("fspiop-source", payee),
         ("fspiop-destination", payer),
     ];
-    let result = send(
-        &sim.client,
-        hyper::Method::PUT,
-        &url,
-        &headers,
-        body.to_string().into_bytes(),
-    )
-    .await;
+    let body = body.to_string().into_bytes();
+    let result = sim
+        .send(payee, hyper::Method::PUT, path, &headers, body)
+        .await;
     let counters = &sim.record.counters;
     counters.payee_puts.fetch_add(1, Ordering::Relaxed);
     let problem = match result {
@@ -1215,7 +1297,6 @@ async fn payer_request(sim: &Sim, ask: Ask) {
     let record = &sim.record;
     let i = ask.stage.index();
     record.counters.stage_sent[i].fetch_add(1, Ordering::Relaxed);
-    let url = format!("{}{}", sim.node(), ask.path);
     let (content_type, accept) = ask.stage.media();
     let date = rfc1123_now();
     let mut headers = vec![
@@ -1227,7 +1308,10 @@ async fn payer_request(sim: &Sim, ask: Ask) {
     if let Some(payee) = &ask.payee {
         headers.push(("fspiop-destination", payee.as_str()));
     }
-    let reason = match send(&sim.client, ask.method, &url, &headers, ask.body).await {
+    let answer = sim
+        .send(&ask.payer, ask.method, &ask.path, &headers, ask.body)
+        .await;
+    let reason = match answer {
         Ok((202, _)) => {
             record.counters.stage_accepted[i].fetch_add(1, Ordering::Relaxed);
             return;
@@ -1706,16 +1790,11 @@ async fn register_parties(sim: &Sim, pools: &[Vec<String>]) -> anyhow::Result<()
             ("date", date.as_str()),
             ("fspiop-source", payee.as_str()),
         ];
-        let url = format!("{}/participants", sim.node());
-        let (status, answer) = send(
-            &sim.client,
-            hyper::Method::POST,
-            &url,
-            &headers,
-            body.to_string().into_bytes(),
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!("register parties of {payee}: {e}"))?;
+        let body = body.to_string().into_bytes();
+        let (status, answer) = sim
+            .send(payee, hyper::Method::POST, "/participants", &headers, body)
+            .await
+            .map_err(|e| anyhow::anyhow!("register parties of {payee}: {e}"))?;
         anyhow::ensure!(
             status == 202,
             "register parties of {payee}: HTTP {status}: {}",
@@ -1779,6 +1858,11 @@ fn check_args(args: &Args) -> anyhow::Result<()> {
         "--steady-s must be positive"
     );
     anyhow::ensure!(args.dfsps >= 2, "--dfsps must be at least 2");
+    anyhow::ensure!(
+        args.connections_per_dfsp >= 1
+            && args.dfsps.saturating_mul(args.connections_per_dfsp) <= CONNECTIONS_MAX,
+        "--connections-per-dfsp must be at least 1, and --dfsps times it at most {CONNECTIONS_MAX}"
+    );
     anyhow::ensure!(
         (1..=86_400).contains(&args.expires_in_s),
         "--expires-in-s must be between 1 and 86400"
@@ -1907,9 +1991,14 @@ async fn run(args: Args) -> anyhow::Result<i32> {
     });
     let sim = Arc::new(Sim {
         record: record.clone(),
-        client: http_client(),
+        client: http_client(args.dfsps * args.connections_per_dfsp),
         fspiop: fspiop.clone(),
         next_node: AtomicUsize::new(0),
+        connections: Connections::new(
+            payers.iter().chain(payees.iter()),
+            fspiop.len(),
+            args.connections_per_dfsp,
+        ),
         payees: payees.clone(),
         payers: payers.clone(),
         runtime: tokio::runtime::Handle::current(),
@@ -2083,6 +2172,7 @@ async fn run(args: Args) -> anyhow::Result<i32> {
             "rate": args.rate, "ramp_s": args.ramp_s, "steady_s": args.steady_s,
             "dfsps": args.dfsps, "payers": payers.len(), "payees": payees.len(),
             "max_in_flight": args.max_in_flight, "amount": args.amount,
+            "connections_per_dfsp": args.connections_per_dfsp,
             "switch_env": args.switch_env,
             "tier": args.tier.name(), "skew_percent": args.skew, "patch": args.patch,
             "bulk": args.bulk, "switch_pid": switch_pid,
@@ -2112,6 +2202,7 @@ async fn run(args: Args) -> anyhow::Result<i32> {
             "prepare_unanswered": unanswered(prepare_stage.name()),
             "requests_unanswered": requests_unanswered,
             "late_after_window": late,
+            "connections": sim.connections.report(),
             "unfinished": unfinished,
             "unfinished_by_stage": unfinished_by_stage(&record),
             "payee_puts": c.payee_puts.load(Ordering::Relaxed),
@@ -2259,6 +2350,13 @@ async fn run(args: Args) -> anyhow::Result<i32> {
             "not checked (no --db-url)"
         }
     );
+    let connections = &result["counts"]["connections"];
+    if connections["requests_waited"].as_u64().unwrap_or(0) > 0 {
+        eprintln!(
+            "requests that waited for one of their DFSP's {} connections to a node: {} (longest wait {} ms)",
+            connections["per_dfsp_per_node"], connections["requests_waited"], connections["wait_ms_max"]
+        );
+    }
     let threads = threads_summary(&result["cpu_steady"]["switch_threads"]);
     if !threads.is_empty() {
         eprintln!("steady window, by thread of the switch:{threads}");

@@ -1,0 +1,161 @@
+//! Refusing new prepares while the switch is behind.
+//!
+//! A prepare is answered 202 only once its reservation is durable, so
+//! while the switch is offered more than it can clear, prepares queue and
+//! each waits longer than the one before, until the payers' transfers
+//! expire in the queue. Rather than accept work it will finish late, the
+//! edge watches the prepares it is still answering: once `WAITING_MIN` of
+//! them have each waited longer than `overload_prepare_wait_ms`, new
+//! prepares are refused at once with 2003 (retry later) and nothing of
+//! them is recorded. Fulfils, errors and the prepares already accepted
+//! pass, so the switch completes what it accepted at the rate it can
+//! sustain; as soon as fewer than `WAITING_MIN` have waited that long, new
+//! ones are accepted again.
+//!
+//! The oldest wait is measured, not a count, because how many waiting
+//! prepares make a queue too long depends on how fast the machine is.
+
+use std::collections::BTreeSet;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Fewer prepares waiting too long are not a queue: a few stuck on their
+/// own (one position's slow load, a lock held elsewhere) must not refuse
+/// everyone.
+pub const WAITING_MIN: usize = 16;
+
+/// Why a new prepare was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Behind {
+    /// Prepares being answered.
+    pub waiting: usize,
+    /// How long the `WAITING_MIN`-th oldest of them has waited.
+    pub waited: Duration,
+}
+
+/// The prepares being answered, oldest first.
+pub struct Overload {
+    /// `None`: never refuse (`overload_prepare_wait_ms` 0).
+    wait_max: Option<Duration>,
+    epoch: Instant,
+    /// (microseconds since `epoch` at arrival, arrival number).
+    waiting: Mutex<BTreeSet<(u64, u64)>>,
+    arrivals: AtomicU64,
+}
+
+/// A prepare being answered; it stops counting when dropped (also when
+/// the client went away and the handler was cancelled).
+pub struct Waiting<'a> {
+    overload: &'a Overload,
+    key: (u64, u64),
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        let removed = self.overload.lock().remove(&self.key);
+        debug_assert!(removed, "a waiting prepare is counted once");
+    }
+}
+
+impl Overload {
+    pub fn new(prepare_wait_max_ms: u64) -> Self {
+        Overload {
+            wait_max: (prepare_wait_max_ms > 0).then(|| Duration::from_millis(prepare_wait_max_ms)),
+            epoch: Instant::now(),
+            waiting: Mutex::new(BTreeSet::new()),
+            arrivals: AtomicU64::new(0),
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, BTreeSet<(u64, u64)>> {
+        self.waiting.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Counts a new prepare as waiting, unless the switch is behind.
+    pub fn admit(&self) -> Result<Waiting<'_>, Behind> {
+        let now_us = self.epoch.elapsed().as_micros() as u64;
+        let mut waiting = self.lock();
+        let nth_oldest = waiting.iter().nth(WAITING_MIN - 1);
+        if let (Some(wait_max), Some(&(arrived_us, _))) = (self.wait_max, nth_oldest) {
+            let waited = Duration::from_micros(now_us.saturating_sub(arrived_us));
+            if waited > wait_max {
+                return Err(Behind {
+                    waiting: waiting.len(),
+                    waited,
+                });
+            }
+        }
+        let key = (now_us, self.arrivals.fetch_add(1, Ordering::Relaxed));
+        waiting.insert(key);
+        Ok(Waiting {
+            overload: self,
+            key,
+        })
+    }
+
+    /// Whether new work would be refused now (for requests that are not
+    /// counted themselves, such as bulk prepares).
+    pub fn behind(&self) -> Option<Behind> {
+        self.admit().err()
+    }
+
+    /// Prepares being answered now.
+    pub fn waiting(&self) -> usize {
+        self.lock().len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_queue_older_than_the_bound_refuses_until_it_drains() {
+        let overload = Overload::new(20);
+        let queue: Vec<_> = (0..WAITING_MIN)
+            .map(|_| overload.admit().expect("young queue"))
+            .collect();
+        assert_eq!(overload.waiting(), WAITING_MIN);
+        std::thread::sleep(Duration::from_millis(40));
+        let behind = overload
+            .admit()
+            .err()
+            .expect("the oldest waited 40 ms > 20 ms");
+        assert_eq!(behind.waiting, WAITING_MIN);
+        assert!(behind.waited >= Duration::from_millis(40));
+        assert_eq!(
+            overload.waiting(),
+            WAITING_MIN,
+            "a refused prepare is not counted"
+        );
+        drop(queue);
+        assert_eq!(overload.waiting(), 0);
+        assert!(overload.admit().is_ok(), "the queue drained");
+    }
+
+    #[test]
+    fn a_few_old_prepares_are_not_a_queue() {
+        let overload = Overload::new(10);
+        let stuck: Vec<_> = (0..WAITING_MIN - 1)
+            .map(|_| overload.admit().expect("admitted"))
+            .collect();
+        std::thread::sleep(Duration::from_millis(30));
+        let young: Vec<_> = (0..WAITING_MIN * 2)
+            .map(|_| overload.admit().expect("only 15 have waited long"))
+            .collect();
+        assert_eq!(overload.waiting(), WAITING_MIN * 3 - 1);
+        drop((stuck, young));
+    }
+
+    #[test]
+    fn zero_never_refuses() {
+        let overload = Overload::new(0);
+        let queue: Vec<_> = (0..WAITING_MIN * 2)
+            .map(|_| overload.admit().expect("admitted"))
+            .collect();
+        std::thread::sleep(Duration::from_millis(5));
+        assert!(overload.admit().is_ok());
+        drop(queue);
+    }
+}
