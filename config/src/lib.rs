@@ -68,8 +68,9 @@ pub struct Config {
     /// Decided position changes waiting for durability, per position; beyond it the edge sheds load (2003).
     pub position_pending_max: usize,
     /// Once 16 prepares waiting for their answer have each waited longer
-    /// than this, new prepares are refused with 2003 until the queue drains
-    /// (0: never). See `http/src/overload.rs`.
+    /// than this, new prepares are refused with 2003 until the queue drains,
+    /// and requests that start a transaction at half of it (0: never). See
+    /// `http/src/overload.rs`.
     pub overload_prepare_wait_ms: u64,
     /// Ledger writes merged into one database transaction at most.
     pub batch_writes_max: usize,

@@ -12,13 +12,24 @@
 //! sustain; as soon as fewer than `WAITING_MIN` have waited that long, new
 //! ones are accepted again.
 //!
-//! The oldest wait is measured, not a count, because how many waiting
-//! prepares make a queue too long depends on how fast the machine is.
+//! Requests that start a new transaction (`GET /parties`, `POST /quotes`,
+//! `/bulkQuotes`, `/transactionRequests`) are refused the same way at half
+//! that wait, before any prepare is: in the end-to-end flow a transfer
+//! refused after its lookup and quote wastes the work they took, and
+//! refusing prepares alone did not help there because the lookups and
+//! quotes kept the cores busy (docs/performance.md).
+//!
+//! The wait is measured, not a count, because how many waiting prepares
+//! make a queue too long depends on how fast the machine is.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
+
+use switch_actors::ErrorCode;
+
+use crate::errors::ApiError;
 
 /// Fewer prepares waiting too long are not a queue: a few stuck on their
 /// own (one position's slow load, a lock held elsewhere) must not refuse
@@ -32,6 +43,21 @@ pub struct Behind {
     pub waiting: usize,
     /// How long the `WAITING_MIN`-th oldest of them has waited.
     pub waited: Duration,
+}
+
+/// The answer to a request refused while the switch is behind: 2003,
+/// HTTP 503, retry later.
+impl From<Behind> for ApiError {
+    fn from(behind: Behind) -> ApiError {
+        ApiError::new(
+            ErrorCode::ServiceUnavailable,
+            format!(
+                "the switch is behind: {WAITING_MIN} of the {} prepares being answered have waited {} ms or longer; retry later",
+                behind.waiting,
+                behind.waited.as_millis()
+            ),
+        )
+    }
 }
 
 /// The prepares being answered, oldest first.
@@ -72,18 +98,31 @@ impl Overload {
         self.waiting.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    fn now_us(&self) -> u64 {
+        self.epoch.elapsed().as_micros() as u64
+    }
+
+    /// `Some` when `WAITING_MIN` prepares have each waited over `wait_max`.
+    fn behind_by(
+        waiting: &BTreeSet<(u64, u64)>,
+        now_us: u64,
+        wait_max: Duration,
+    ) -> Option<Behind> {
+        let &(arrived_us, _) = waiting.iter().nth(WAITING_MIN - 1)?;
+        let waited = Duration::from_micros(now_us.saturating_sub(arrived_us));
+        (waited > wait_max).then_some(Behind {
+            waiting: waiting.len(),
+            waited,
+        })
+    }
+
     /// Counts a new prepare as waiting, unless the switch is behind.
     pub fn admit(&self) -> Result<Waiting<'_>, Behind> {
-        let now_us = self.epoch.elapsed().as_micros() as u64;
+        let now_us = self.now_us();
         let mut waiting = self.lock();
-        let nth_oldest = waiting.iter().nth(WAITING_MIN - 1);
-        if let (Some(wait_max), Some(&(arrived_us, _))) = (self.wait_max, nth_oldest) {
-            let waited = Duration::from_micros(now_us.saturating_sub(arrived_us));
-            if waited > wait_max {
-                return Err(Behind {
-                    waiting: waiting.len(),
-                    waited,
-                });
+        if let Some(wait_max) = self.wait_max {
+            if let Some(behind) = Self::behind_by(&waiting, now_us, wait_max) {
+                return Err(behind);
             }
         }
         let key = (now_us, self.arrivals.fetch_add(1, Ordering::Relaxed));
@@ -94,10 +133,18 @@ impl Overload {
         })
     }
 
-    /// Whether new work would be refused now (for requests that are not
+    /// Whether a prepare would be refused now (for requests that are not
     /// counted themselves, such as bulk prepares).
     pub fn behind(&self) -> Option<Behind> {
-        self.admit().err()
+        let wait_max = self.wait_max?;
+        Self::behind_by(&self.lock(), self.now_us(), wait_max)
+    }
+
+    /// Whether a request that starts a new transaction is refused now: at
+    /// half the prepares' bound, so that those already under way finish.
+    pub fn behind_for_new_transactions(&self) -> Option<Behind> {
+        let wait_max = self.wait_max? / 2;
+        Self::behind_by(&self.lock(), self.now_us(), wait_max)
     }
 
     /// Prepares being answered now.
@@ -122,6 +169,8 @@ mod tests {
             .admit()
             .err()
             .expect("the oldest waited 40 ms > 20 ms");
+        assert!(overload.behind().is_some());
+        assert!(overload.behind_for_new_transactions().is_some());
         assert_eq!(behind.waiting, WAITING_MIN);
         assert!(behind.waited >= Duration::from_millis(40));
         assert_eq!(
@@ -149,6 +198,22 @@ mod tests {
     }
 
     #[test]
+    fn new_transactions_are_refused_first() {
+        let overload = Overload::new(100);
+        let queue: Vec<_> = (0..WAITING_MIN)
+            .map(|_| overload.admit().expect("young queue"))
+            .collect();
+        std::thread::sleep(Duration::from_millis(60));
+        let behind = overload
+            .behind_for_new_transactions()
+            .expect("60 ms is over half of 100 ms");
+        assert!(behind.waited >= Duration::from_millis(60));
+        assert!(overload.behind().is_none(), "prepares still pass");
+        drop(queue);
+        assert!(overload.behind_for_new_transactions().is_none());
+    }
+
+    #[test]
     fn zero_never_refuses() {
         let overload = Overload::new(0);
         let queue: Vec<_> = (0..WAITING_MIN * 2)
@@ -156,6 +221,7 @@ mod tests {
             .collect();
         std::thread::sleep(Duration::from_millis(5));
         assert!(overload.admit().is_ok());
+        assert!(overload.behind_for_new_transactions().is_none());
         drop(queue);
     }
 }

@@ -387,8 +387,9 @@ async fn a_prepare_that_finds_the_database_locked_is_answered_2003_and_can_be_se
 /// prepares being answered have each waited longer than
 /// `overload_prepare_wait_ms` (here they queue behind a write lock held
 /// elsewhere), a new prepare is answered 503 with 2003 and nothing of it is
-/// recorded. The queued ones are still answered and commit once the lock
-/// is free, and the refused prepare sent again then commits too.
+/// recorded; so is a lookup, which would start a new transaction. The
+/// queued ones are still answered and commit once the lock is free, and
+/// the refused prepare sent again then commits too.
 #[tokio::test]
 async fn a_switch_that_is_behind_refuses_new_prepares_until_its_queue_drains() {
     let s = scene(
@@ -412,13 +413,20 @@ async fn a_switch_that_is_behind_refuses_new_prepares_until_its_queue_drains() {
         // The 20 wait for the lock; 0.5 s later the oldest 16 are over 200 ms.
         tokio::time::sleep(Duration::from_millis(500)).await;
         let refused = s.payer.send_prepare(&late).await;
+        // A lookup starts a new transaction: refused too (at half the bound).
+        let lookup = s
+            .payer
+            .send("GET", "/parties/MSISDN/27713803912", &[], &[])
+            .await;
         sqlx::query("ROLLBACK")
             .execute(&mut holder)
             .await
             .expect("free the write lock");
-        refused
+        (refused, lookup)
     };
-    let (answers, (status, body)) = tokio::join!(answers, refused);
+    let (answers, ((status, body), lookup)) = tokio::join!(answers, refused);
+    assert_eq!(lookup.0, 503, "{}", lookup.1);
+    assert_eq!(lookup.1["errorInformation"]["errorCode"], "2003");
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["errorInformation"]["errorCode"], "2003", "{body}");
     let description = body["errorInformation"]["errorDescription"].to_string();

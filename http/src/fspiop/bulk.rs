@@ -103,7 +103,7 @@ async fn prepare(
 /// accepted while single prepares are refused for waiting too long.
 fn shed_if_busy(state: &AppState, lines: usize) -> ApiResult<()> {
     if let Some(behind) = state.overload.behind() {
-        return Err(super::transfers::behind(behind));
+        return Err(behind.into());
     }
     let live = state
         .transfers_live

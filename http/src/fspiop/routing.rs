@@ -161,6 +161,10 @@ async fn post(
 ) -> ApiResult<HttpResponse> {
     let route = &ROUTES[index];
     let headers = headers::validate(route.resource, true, request.headers())?;
+    // Each of these POSTs starts a transaction: refused before prepares are.
+    if let Some(behind) = state.overload.behind_for_new_transactions() {
+        return Err(behind.into());
+    }
     let schema = route.post_schema.unwrap_or(route.put_schema);
     let body = checked_body(&state, &headers, schema, &bytes)?;
     let id = body

@@ -18,7 +18,6 @@ use super::headers::{self, FspiopHeaders, Resource, Version};
 use crate::cluster::forward_transfer;
 use crate::errors::{ApiError, ApiResult};
 use crate::json::{request_hash, valid_correlation_id};
-use crate::overload::{Behind, WAITING_MIN};
 use crate::state::AppState;
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
@@ -119,19 +118,6 @@ pub fn required_destination(headers: &FspiopHeaders) -> ApiResult<String> {
     })
 }
 
-/// The answer to a new prepare while the switch is behind.
-pub fn behind(behind: Behind) -> ApiError {
-    ApiError::new(
-        ErrorCode::ServiceUnavailable,
-        format!(
-            "the switch is behind: {} of {} prepares being answered have waited over {} ms; retry later",
-            WAITING_MIN,
-            behind.waiting,
-            behind.waited.as_millis()
-        ),
-    )
-}
-
 /// Milliseconds since the epoch of an FSPIOP DateTime.
 pub fn parse_time_ms(text: &str) -> Option<i64> {
     chrono::DateTime::parse_from_rfc3339(text)
@@ -158,7 +144,7 @@ async fn prepare(
             ),
         ));
     }
-    let _waiting = state.overload.admit().map_err(behind)?;
+    let _waiting = state.overload.admit()?;
     let body = checked_body(&state, &headers, "TransfersPostRequest", &bytes)?;
     let transfer_id = text(&body, "/transferId")?;
     checked_id(&transfer_id)?;
