@@ -8,7 +8,7 @@ use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 
 #[derive(Clone)]
@@ -18,6 +18,9 @@ pub struct Metrics {
     latency: HistogramVec,
     callbacks: IntCounterVec,
     callback_latency: HistogramVec,
+    /// Read when scraped (`set_load`).
+    prepares_waiting: IntGauge,
+    transfers_in_flight: IntGauge,
 }
 
 impl Metrics {
@@ -68,13 +71,36 @@ impl Metrics {
                 .register(Box::new(metric.clone()))
                 .expect("register");
         }
+        let prepares_waiting = IntGauge::new(
+            "mojaswitch_prepares_waiting",
+            "Prepares being answered (see overload_prepare_wait_ms)",
+        )
+        .expect("valid metric");
+        let transfers_in_flight = IntGauge::new(
+            "mojaswitch_transfers_in_flight",
+            "Live transfer actors (see transfers_in_flight_max)",
+        )
+        .expect("valid metric");
+        for metric in [&prepares_waiting, &transfers_in_flight] {
+            registry
+                .register(Box::new(metric.clone()))
+                .expect("register");
+        }
         Metrics {
             registry,
             requests,
             latency,
             callbacks,
             callback_latency,
+            prepares_waiting,
+            transfers_in_flight,
         }
+    }
+
+    /// The load the edge sees now, set just before a scrape.
+    pub fn set_load(&self, prepares_waiting: usize, transfers_in_flight: usize) {
+        self.prepares_waiting.set(prepares_waiting as i64);
+        self.transfers_in_flight.set(transfers_in_flight as i64);
     }
 
     /// The Prometheus text exposition of every metric.

@@ -412,6 +412,16 @@ async fn a_switch_that_is_behind_refuses_new_prepares_until_its_queue_drains() {
     let refused = async {
         // The 20 wait for the lock; 0.5 s later the oldest 16 are over 200 ms.
         tokio::time::sleep(Duration::from_millis(500)).await;
+        let metrics = reqwest::get(s.switch.operator("/metrics"))
+            .await
+            .expect("scrape")
+            .text()
+            .await
+            .expect("metrics text");
+        assert!(
+            metrics.contains("\nmojaswitch_prepares_waiting 20\n"),
+            "{metrics}"
+        );
         let refused = s.payer.send_prepare(&late).await;
         // A lookup starts a new transaction: refused too (at half the bound).
         let lookup = s

@@ -111,6 +111,10 @@ pub async fn cluster(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
 }
 
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    let live = state
+        .transfers_live
+        .load(std::sync::atomic::Ordering::Relaxed);
+    state.metrics.set_load(state.overload.waiting(), live);
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(state.metrics.render())
