@@ -1,4 +1,8 @@
-//! Refusing new prepares while the switch is behind.
+//! Admission of new transfers at the edge: the one place that decides
+//! whether a new prepare (or bulk) is taken or refused with 2003.
+//!
+//! Two bounds. `transfers_in_flight_max` caps the transfer actors alive at
+//! once (memory). `overload_prepare_wait_ms` caps how long prepares queue:
 //!
 //! A prepare is answered 202 only once its reservation is durable, so
 //! while the switch is offered more than it can clear, prepares queue and
@@ -23,8 +27,8 @@
 //! make a queue too long depends on how fast the machine is.
 
 use std::collections::BTreeSet;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use switch_actors::ErrorCode;
@@ -45,24 +49,47 @@ pub struct Behind {
     pub waited: Duration,
 }
 
-/// The answer to a request refused while the switch is behind: 2003,
-/// HTTP 503, retry later.
-impl From<Behind> for ApiError {
-    fn from(behind: Behind) -> ApiError {
-        ApiError::new(
-            ErrorCode::ServiceUnavailable,
-            format!(
+/// Why new transfers were refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// `transfers_in_flight_max` would be passed by `asked` more.
+    InFlight {
+        live: usize,
+        asked: usize,
+        max: usize,
+    },
+    Behind(Behind),
+}
+
+impl From<Behind> for Refusal {
+    fn from(behind: Behind) -> Refusal {
+        Refusal::Behind(behind)
+    }
+}
+
+/// The answer to a refused request: 2003, HTTP 503, retry later.
+impl From<Refusal> for ApiError {
+    fn from(refusal: Refusal) -> ApiError {
+        let description = match refusal {
+            Refusal::InFlight { live, asked, max } => format!(
+                "{live} transfers in flight and {asked} more asked for, the limit is {max}; retry later"
+            ),
+            Refusal::Behind(behind) => format!(
                 "the switch is behind: {WAITING_MIN} of the {} prepares being answered have waited {} ms or longer; retry later",
                 behind.waiting,
                 behind.waited.as_millis()
             ),
-        )
+        };
+        ApiError::new(ErrorCode::ServiceUnavailable, description)
     }
 }
 
-/// The prepares being answered, oldest first.
+/// The transfers in flight and the prepares being answered, oldest first.
 pub struct Overload {
-    /// `None`: never refuse (`overload_prepare_wait_ms` 0).
+    /// Live transfer actors (counted by the transfer directory).
+    transfers_live: Arc<AtomicUsize>,
+    in_flight_max: usize,
+    /// `None`: never refuse for waiting (`overload_prepare_wait_ms` 0).
     wait_max: Option<Duration>,
     epoch: Instant,
     /// (microseconds since `epoch` at arrival, arrival number).
@@ -85,8 +112,14 @@ impl Drop for Waiting<'_> {
 }
 
 impl Overload {
-    pub fn new(prepare_wait_max_ms: u64) -> Self {
+    pub fn new(
+        transfers_live: Arc<AtomicUsize>,
+        in_flight_max: usize,
+        prepare_wait_max_ms: u64,
+    ) -> Self {
         Overload {
+            transfers_live,
+            in_flight_max,
             wait_max: (prepare_wait_max_ms > 0).then(|| Duration::from_millis(prepare_wait_max_ms)),
             epoch: Instant::now(),
             waiting: Mutex::new(BTreeSet::new()),
@@ -116,13 +149,33 @@ impl Overload {
         })
     }
 
-    /// Counts a new prepare as waiting, unless the switch is behind.
-    pub fn admit(&self) -> Result<Waiting<'_>, Behind> {
+    /// Transfers alive now.
+    pub fn in_flight(&self) -> usize {
+        self.transfers_live.load(Ordering::Relaxed)
+    }
+
+    /// Refused if `asked` more transfers would pass `transfers_in_flight_max`.
+    fn room_for(&self, asked: usize) -> Result<(), Refusal> {
+        let live = self.in_flight();
+        match live + asked > self.in_flight_max {
+            true => Err(Refusal::InFlight {
+                live,
+                asked,
+                max: self.in_flight_max,
+            }),
+            false => Ok(()),
+        }
+    }
+
+    /// Counts a new prepare as waiting, unless there is no room for it or
+    /// the switch is behind. Transfers already in flight still finish.
+    pub fn admit(&self) -> Result<Waiting<'_>, Refusal> {
+        self.room_for(1)?;
         let now_us = self.now_us();
         let mut waiting = self.lock();
         if let Some(wait_max) = self.wait_max {
             if let Some(behind) = Self::behind_by(&waiting, now_us, wait_max) {
-                return Err(behind);
+                return Err(behind.into());
             }
         }
         let key = (now_us, self.arrivals.fetch_add(1, Ordering::Relaxed));
@@ -133,18 +186,29 @@ impl Overload {
         })
     }
 
-    /// Whether a prepare would be refused now (for requests that are not
-    /// counted themselves, such as bulk prepares).
-    pub fn behind(&self) -> Option<Behind> {
-        let wait_max = self.wait_max?;
-        Self::behind_by(&self.lock(), self.now_us(), wait_max)
+    /// A bulk of `lines` transfers: each line counts in flight, and none is
+    /// taken while single prepares are refused for waiting too long.
+    pub fn admit_bulk(&self, lines: usize) -> Result<(), Refusal> {
+        self.room_for(lines)?;
+        let Some(wait_max) = self.wait_max else {
+            return Ok(());
+        };
+        match Self::behind_by(&self.lock(), self.now_us(), wait_max) {
+            Some(behind) => Err(behind.into()),
+            None => Ok(()),
+        }
     }
 
     /// Whether a request that starts a new transaction is refused now: at
     /// half the prepares' bound, so that those already under way finish.
-    pub fn behind_for_new_transactions(&self) -> Option<Behind> {
-        let wait_max = self.wait_max? / 2;
-        Self::behind_by(&self.lock(), self.now_us(), wait_max)
+    pub fn admit_new_transaction(&self) -> Result<(), Refusal> {
+        let Some(wait_max) = self.wait_max else {
+            return Ok(());
+        };
+        match Self::behind_by(&self.lock(), self.now_us(), wait_max / 2) {
+            Some(behind) => Err(behind.into()),
+            None => Ok(()),
+        }
     }
 
     /// Prepares being answered now.
@@ -157,20 +221,42 @@ impl Overload {
 mod tests {
     use super::*;
 
+    /// No transfer alive, room for 1,000; prepares may wait `wait_ms`.
+    fn bounds(wait_ms: u64) -> Overload {
+        Overload::new(Arc::new(AtomicUsize::new(0)), 1_000, wait_ms)
+    }
+
+    #[test]
+    fn transfers_beyond_the_in_flight_limit_are_refused() {
+        let live = Arc::new(AtomicUsize::new(9));
+        let overload = Overload::new(live.clone(), 10, 1_000);
+        let one = overload.admit().expect("the tenth fits");
+        assert_eq!(
+            overload.admit_bulk(2).err(),
+            Some(Refusal::InFlight {
+                live: 9,
+                asked: 2,
+                max: 10
+            })
+        );
+        live.store(10, Ordering::Relaxed);
+        assert!(matches!(overload.admit(), Err(Refusal::InFlight { .. })));
+        drop(one);
+    }
+
     #[test]
     fn a_queue_older_than_the_bound_refuses_until_it_drains() {
-        let overload = Overload::new(20);
+        let overload = bounds(20);
         let queue: Vec<_> = (0..WAITING_MIN)
             .map(|_| overload.admit().expect("young queue"))
             .collect();
         assert_eq!(overload.waiting(), WAITING_MIN);
         std::thread::sleep(Duration::from_millis(40));
-        let behind = overload
-            .admit()
-            .err()
-            .expect("the oldest waited 40 ms > 20 ms");
-        assert!(overload.behind().is_some());
-        assert!(overload.behind_for_new_transactions().is_some());
+        let Err(Refusal::Behind(behind)) = overload.admit() else {
+            panic!("the oldest waited 40 ms > 20 ms");
+        };
+        assert!(overload.admit_bulk(1).is_err());
+        assert!(overload.admit_new_transaction().is_err());
         assert_eq!(behind.waiting, WAITING_MIN);
         assert!(behind.waited >= Duration::from_millis(40));
         assert_eq!(
@@ -185,7 +271,7 @@ mod tests {
 
     #[test]
     fn a_few_old_prepares_are_not_a_queue() {
-        let overload = Overload::new(10);
+        let overload = bounds(10);
         let stuck: Vec<_> = (0..WAITING_MIN - 1)
             .map(|_| overload.admit().expect("admitted"))
             .collect();
@@ -199,29 +285,29 @@ mod tests {
 
     #[test]
     fn new_transactions_are_refused_first() {
-        let overload = Overload::new(100);
+        let overload = bounds(100);
         let queue: Vec<_> = (0..WAITING_MIN)
             .map(|_| overload.admit().expect("young queue"))
             .collect();
         std::thread::sleep(Duration::from_millis(60));
-        let behind = overload
-            .behind_for_new_transactions()
-            .expect("60 ms is over half of 100 ms");
+        let Err(Refusal::Behind(behind)) = overload.admit_new_transaction() else {
+            panic!("60 ms is over half of 100 ms");
+        };
         assert!(behind.waited >= Duration::from_millis(60));
-        assert!(overload.behind().is_none(), "prepares still pass");
+        assert!(overload.admit_bulk(1).is_ok(), "prepares still pass");
         drop(queue);
-        assert!(overload.behind_for_new_transactions().is_none());
+        assert!(overload.admit_new_transaction().is_ok());
     }
 
     #[test]
     fn zero_never_refuses() {
-        let overload = Overload::new(0);
+        let overload = bounds(0);
         let queue: Vec<_> = (0..WAITING_MIN * 2)
             .map(|_| overload.admit().expect("admitted"))
             .collect();
         std::thread::sleep(Duration::from_millis(5));
         assert!(overload.admit().is_ok());
-        assert!(overload.behind_for_new_transactions().is_none());
+        assert!(overload.admit_new_transaction().is_ok());
         drop(queue);
     }
 }

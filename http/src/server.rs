@@ -468,8 +468,11 @@ async fn run(
         lines,
         redis_timers,
         settlements,
-        transfers_live,
-        overload: crate::overload::Overload::new(config.overload_prepare_wait_ms),
+        overload: crate::overload::Overload::new(
+            transfers_live,
+            config.transfers_in_flight_max,
+            config.overload_prepare_wait_ms,
+        ),
         participants,
         endpoints,
         notifier,

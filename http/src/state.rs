@@ -36,9 +36,9 @@ pub struct AppState {
     /// Bulk lines' transfers, here or on their owners (`/internal/lines`).
     pub lines: Arc<switch_actors::transfer::Lines>,
     pub settlements: Arc<switch_actors::settlement::SettlementDirectory>,
-    /// Live transfer actors (see `transfers_in_flight_max`).
-    pub transfers_live: Arc<std::sync::atomic::AtomicUsize>,
-    /// Prepares being answered (see `overload_prepare_wait_ms`).
+    /// Admission of new transfers: live transfer actors
+    /// (`transfers_in_flight_max`) and prepares being answered
+    /// (`overload_prepare_wait_ms`).
     pub overload: crate::overload::Overload,
     pub participants: ParticipantCache,
     pub endpoints: EndpointCache,

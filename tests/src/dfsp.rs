@@ -277,11 +277,11 @@ pub struct Dfsp {
     _server: ServerThread,
 }
 
-/// An actix-web server on a free loopback port, in a thread of its own with
-/// its own actix system; dropping it stops the server.
 /// Ports tried for a simulated DFSP's server before giving up.
 const BIND_ATTEMPTS_MAX: usize = 10;
 
+/// An actix-web server on a free loopback port, in a thread of its own with
+/// its own actix system; dropping it stops the server.
 pub struct ServerThread {
     pub port: u16,
     server: Option<actix_web::dev::ServerHandle>,

@@ -74,7 +74,7 @@ async fn prepare(
         return Ok(answer);
     }
     let lines = lines_of(&headers, &body, &bulk)?;
-    shed_if_busy(&state, lines.len())?;
+    state.overload.admit_bulk(lines.len())?;
     let has_endpoint = state
         .endpoints
         .template(&bulk.payee_fsp, POST_ENDPOINT)
@@ -97,27 +97,6 @@ async fn prepare(
     };
     ask_bulk(&state, &id, message).await?;
     Ok(HttpResponse::Accepted().finish())
-}
-
-/// The in-flight limit counts every line as a transfer; a bulk is not
-/// accepted while single prepares are refused for waiting too long.
-fn shed_if_busy(state: &AppState, lines: usize) -> ApiResult<()> {
-    if let Some(behind) = state.overload.behind() {
-        return Err(behind.into());
-    }
-    let live = state
-        .transfers_live
-        .load(std::sync::atomic::Ordering::Relaxed);
-    if live + lines > state.config.transfers_in_flight_max {
-        return Err(ApiError::new(
-            ErrorCode::ServiceUnavailable,
-            format!(
-                "{live} transfers in flight and {lines} more in this bulk, the limit is {}; retry later",
-                state.config.transfers_in_flight_max
-            ),
-        ));
-    }
-    Ok(())
 }
 
 fn new_bulk(headers: &FspiopHeaders, body: &Value, bytes: &[u8]) -> ApiResult<NewBulk> {

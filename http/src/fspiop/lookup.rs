@@ -168,9 +168,7 @@ async fn get_party(
 ) -> ApiResult<HttpResponse> {
     let headers = headers::validate(Resource::Parties, true, request.headers())?;
     let party = Party::from_path(&path)?;
-    if let Some(behind) = state.overload.behind_for_new_transactions() {
-        return Err(behind.into());
-    }
+    state.overload.admit_new_transaction()?;
     known_requester(&state, &headers).await?;
     let get_type = party.endpoint(
         "FSPIOP_CALLBACK_URL_PARTIES_GET",

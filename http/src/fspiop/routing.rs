@@ -162,9 +162,7 @@ async fn post(
     let route = &ROUTES[index];
     let headers = headers::validate(route.resource, true, request.headers())?;
     // Each of these POSTs starts a transaction: refused before prepares are.
-    if let Some(behind) = state.overload.behind_for_new_transactions() {
-        return Err(behind.into());
-    }
+    state.overload.admit_new_transaction()?;
     let schema = route.post_schema.unwrap_or(route.put_schema);
     let body = checked_body(&state, &headers, schema, &bytes)?;
     let id = body

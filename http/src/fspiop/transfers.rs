@@ -131,19 +131,7 @@ async fn prepare(
     bytes: web::Bytes,
 ) -> ApiResult<HttpResponse> {
     let headers = headers::validate(Resource::Transfers, true, request.headers())?;
-    let live = state
-        .transfers_live
-        .load(std::sync::atomic::Ordering::Relaxed);
-    if live >= state.config.transfers_in_flight_max {
-        // Shed new work at the edge; transfers already in flight still finish.
-        return Err(ApiError::new(
-            ErrorCode::ServiceUnavailable,
-            format!(
-                "{live} transfers in flight, the limit is {}; retry later",
-                state.config.transfers_in_flight_max
-            ),
-        ));
-    }
+    // Shed new work at the edge (2003), before the body is even read.
     let _waiting = state.overload.admit()?;
     let body = checked_body(&state, &headers, "TransfersPostRequest", &bytes)?;
     let transfer_id = text(&body, "/transferId")?;

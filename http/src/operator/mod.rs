@@ -111,10 +111,10 @@ pub async fn cluster(state: web::Data<AppState>) -> ApiResult<HttpResponse> {
 }
 
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
-    let live = state
-        .transfers_live
-        .load(std::sync::atomic::Ordering::Relaxed);
-    state.metrics.set_load(state.overload.waiting(), live);
+    let overload = &state.overload;
+    state
+        .metrics
+        .set_load(overload.waiting(), overload.in_flight());
     HttpResponse::Ok()
         .content_type("text/plain; version=0.0.4")
         .body(state.metrics.render())
