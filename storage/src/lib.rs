@@ -484,6 +484,13 @@ pub(crate) async fn insert_returning_id<'q>(
     col(&row, "id")
 }
 
+/// The pool's acquire timeout in tests that hold the only connection to
+/// see "busy": short enough to keep them quick, long enough that opening
+/// the scratch database on a loaded 2-core CI machine fits in it (200 ms
+/// did not: `connect` itself timed out once).
+#[cfg(test)]
+pub(crate) const BUSY_ACQUIRE_TIMEOUT_MS: u64 = 1_000;
+
 /// A migrated SQLite store in a scratch folder, for this crate's unit
 /// tests; remove the folder when done.
 #[cfg(test)]
@@ -512,7 +519,7 @@ mod tests {
     async fn a_pool_that_stays_busy_is_reported_busy() {
         // 1 s: long enough to open the SQLite file on a loaded machine (the
         // timeout also bounds connecting), short enough for a unit test.
-        let (store, dir) = scratch_store("busy", 1_000).await;
+        let (store, dir) = scratch_store("busy", BUSY_ACQUIRE_TIMEOUT_MS).await;
         let held = store.pool.acquire().await.expect("acquire");
         let error = store.ping().await.expect_err("no connection is free");
         assert!(error.is_busy(), "{error}");

@@ -186,7 +186,8 @@ mod tests {
     /// edge answers 2003), not as a failed lookup (2001).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_busy_database_is_answered_busy() {
-        let (store, dir) = crate::scratch_store("loader-busy", 200).await;
+        let (store, dir) =
+            crate::scratch_store("loader-busy", crate::BUSY_ACQUIRE_TIMEOUT_MS).await;
         let loader = test_loader(&store);
         let only_connection = store.pool.acquire().await.expect("the connection");
         let error = loader.load("any").await.expect_err("no connection");

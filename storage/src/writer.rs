@@ -249,7 +249,8 @@ pub(crate) mod tests {
     /// free the same write goes through.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_busy_database_is_answered_busy() {
-        let (store, dir) = crate::scratch_store("writer-busy", 200).await;
+        let (store, dir) =
+            crate::scratch_store("writer-busy", crate::BUSY_ACQUIRE_TIMEOUT_MS).await;
         let writer = test_writer(&store);
         let only_connection = store.pool.acquire().await.expect("the connection");
         let error = writer
