@@ -3,9 +3,13 @@
 //! Mojaloop oracle interface when the ALS admin API configured one for the
 //! party id type (and currency, falling back to the type alone).
 //!
-//! Nothing is cached, so a change through the admin API or `/participants`
-//! takes effect on the next lookup.
+//! Which external oracles are configured is cached (one database read per
+//! lookup saved) until the ALS admin API changes them, on this node at once
+//! and, in cluster mode, on the others at their next heartbeat, like the
+//! participants' endpoints. Party registrations are not cached: a change
+//! through `/participants` takes effect on the next lookup.
 
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
@@ -21,6 +25,16 @@ pub struct Oracles {
     store: Store,
     client: reqwest::Client,
     runtime: tokio::runtime::Handle,
+    configured: Arc<Mutex<Configured>>,
+}
+
+/// The active oracle endpoints as last read, and how many times they were
+/// changed since the start, so that a read that began before a change is
+/// not kept after it.
+#[derive(Default)]
+struct Configured {
+    changes: u64,
+    oracles: Option<Arc<Vec<OracleRecord>>>,
 }
 
 fn unreachable_oracle(url: &str, reason: impl std::fmt::Display) -> FspiopError {
@@ -40,22 +54,43 @@ impl Oracles {
             store,
             client,
             runtime,
+            configured: Arc::default(),
         }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Configured> {
+        self.configured
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Forgets the cached oracle endpoints: the admin API changed them.
+    pub fn changed(&self) {
+        let mut configured = self.lock();
+        configured.changes += 1;
+        configured.oracles = None;
+    }
+
+    /// The active oracle endpoints, from the cache or the database.
+    async fn configured(&self) -> Result<Arc<Vec<OracleRecord>>, FspiopError> {
+        let changes = {
+            let configured = self.lock();
+            if let Some(oracles) = &configured.oracles {
+                return Ok(oracles.clone());
+            }
+            configured.changes
+        };
+        let oracles = Arc::new(self.store.oracles().await?);
+        let mut configured = self.lock();
+        if configured.changes == changes {
+            configured.oracles = Some(oracles.clone());
+        }
+        Ok(oracles)
     }
 
     /// The external oracle for this key, if one is configured.
     async fn external(&self, key: &PartyKey) -> Result<Option<OracleRecord>, FspiopError> {
-        let oracles = self.store.oracles().await?;
-        let for_type = oracles
-            .into_iter()
-            .filter(|o| o.party_id_type == key.party_id_type);
-        let (with_currency, without): (Vec<_>, Vec<_>) = for_type.partition(|o| {
-            o.currency.is_some() && o.currency.as_deref() == Some(key.currency.as_str())
-        });
-        Ok(with_currency
-            .into_iter()
-            .next()
-            .or_else(|| without.into_iter().find(|o| o.currency.is_none())))
+        Ok(choose(&self.configured().await?, key).cloned())
     }
 
     /// `{oracle}/participants/{Type}/{ID}[?currency=..&partySubIdOrType=..]`,
@@ -196,6 +231,18 @@ impl Oracles {
     }
 }
 
+/// The oracle for the key's type: the one for its currency, else the one
+/// for every currency.
+fn choose<'a>(oracles: &'a [OracleRecord], key: &PartyKey) -> Option<&'a OracleRecord> {
+    let mut for_type = oracles
+        .iter()
+        .filter(|o| o.party_id_type == key.party_id_type);
+    let for_currency = for_type
+        .clone()
+        .find(|o| o.currency.as_deref() == Some(key.currency.as_str()));
+    for_currency.or_else(|| for_type.find(|o| o.currency.is_none()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -220,6 +267,22 @@ mod tests {
             party_sub_id: sub.into(),
             currency: currency.into(),
         }
+    }
+
+    #[test]
+    fn the_oracle_for_the_currency_comes_before_the_one_for_every_currency() {
+        let mut usd = oracle("http://usd");
+        usd.party_id_type = "EMAIL".into();
+        usd.currency = Some("USD".into());
+        let mut every = oracle("http://every");
+        every.party_id_type = "EMAIL".into();
+        let msisdn = oracle("http://msisdn");
+        let all = [msisdn, every, usd];
+        let chosen = |currency| choose(&all, &key("a", currency, "")).map(|o| o.value.as_str());
+        assert_eq!(chosen("USD"), Some("http://usd"));
+        assert_eq!(chosen("EUR"), Some("http://every"));
+        assert_eq!(chosen(""), Some("http://every"));
+        assert_eq!(choose(&all[2..], &key("a", "EUR", "")), None);
     }
 
     #[test]

@@ -203,6 +203,7 @@ struct SlotEvents {
     store: Store,
     participants: ParticipantCache,
     endpoints: EndpointCache,
+    oracles: crate::oracle::Oracles,
     positions: Arc<Positions>,
     transfers: Arc<switch_actors::transfer::TransferDirectory>,
     timers: Arc<dyn Timers>,
@@ -250,6 +251,7 @@ impl SlotHooks for SlotEvents {
         self.participants.clear();
         self.participants.models_changed();
         self.endpoints.clear();
+        self.oracles.changed();
     }
 
     fn lost(&self, slot: u32) {
@@ -330,6 +332,7 @@ async fn run(
         metrics.clone(),
     );
     let participants = ParticipantCache::new(store.clone());
+    let oracles = crate::oracle::Oracles::new(store.clone(), io.clone());
     let transfers_live = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     // Cluster mode: expiry timers in Redis, claimed by each slot's owner.
     let redis_timers = coordination
@@ -398,6 +401,7 @@ async fn run(
             store: store.clone(),
             participants: participants.clone(),
             endpoints: endpoints.clone(),
+            oracles: oracles.clone(),
             positions: positions.clone(),
             transfers: transfers.clone(),
             timers: timers.clone(),
@@ -455,7 +459,6 @@ async fn run(
             every,
         ));
     }
-    let oracles = crate::oracle::Oracles::new(store.clone(), io.clone());
     let notifier_for_shutdown = notifier.clone();
     let state = web::Data::new(AppState {
         config: config.clone(),

@@ -91,6 +91,12 @@ impl AppState {
         self.announce_reference_change();
     }
 
+    /// Forgets the cached oracle endpoints after the operator changed one.
+    pub fn oracles_changed(&self) {
+        self.oracles.changed();
+        self.announce_reference_change();
+    }
+
     /// Cluster mode: tells the other nodes that reference data changed; each
     /// clears its caches at its next heartbeat (see `coordinator::beat`).
     fn announce_reference_change(&self) {

@@ -292,4 +292,17 @@ async fn external_oracle() {
     let down = expect(&s.payer, "PUT", "/parties/EMAIL/bob@example.com/error", t1).await;
     assert_eq!(code(&down), "1000", "{:?}", down.json);
     assert!(down.at.duration_since(t1) < Duration::from_secs(6));
+    // The operator removes the oracle: the next lookup is the built-in
+    // oracle's (the switch's cache of oracles is forgotten at once), which
+    // has no registration for bob.
+    let (_, list) = s.switch.get("/oracles?type=EMAIL").await;
+    let id = list[0]["oracleId"].as_str().unwrap_or_default().to_string();
+    let path = format!("/oracles/{id}");
+    assert_eq!(s.switch.call("DELETE", &path, None).await.0, 204);
+    let t2 = std::time::Instant::now();
+    s.payer
+        .send("GET", "/parties/EMAIL/bob@example.com", &[], &[])
+        .await;
+    let missing = expect(&s.payer, "PUT", "/parties/EMAIL/bob@example.com/error", t2).await;
+    assert_eq!(code(&missing), "3204", "{:?}", missing.json);
 }

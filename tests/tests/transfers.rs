@@ -336,6 +336,37 @@ async fn write_lock_held(url: &str) -> sqlx::AnyConnection {
     holder
 }
 
+/// A quote request from the payer to the payee.
+fn quote_request() -> Value {
+    let party = |fsp: &str, msisdn: &str| json!({"partyIdInfo": {"partyIdType": "MSISDN", "partyIdentifier": msisdn, "fspId": fsp}});
+    json!({
+        "quoteId": switch_tests::new_id(),
+        "transactionId": switch_tests::new_id(),
+        "payee": party("payeefsp", "27713803912"),
+        "payer": party("payerfsp", "27713803911"),
+        "amountType": "SEND",
+        "amount": {"amount": "25", "currency": "USD"},
+        "transactionType": {"scenario": "TRANSFER", "initiator": "PAYER", "initiatorType": "CONSUMER"},
+    })
+}
+
+/// A bulk prepare of one line.
+fn one_line_bulk(bulk_id: &str, line: &Prepare) -> Value {
+    json!({
+        "bulkTransferId": bulk_id,
+        "bulkQuoteId": switch_tests::new_id(),
+        "payerFsp": "payerfsp",
+        "payeeFsp": "payeefsp",
+        "individualTransfers": [{
+            "transferId": line.transfer_id,
+            "transferAmount": line.body["amount"],
+            "ilpPacket": line.ilp_packet,
+            "condition": line.condition,
+        }],
+        "expiration": line.body["expiration"],
+    })
+}
+
 /// Someone else holds the SQLite write lock (an operator's `sqlite3` shell,
 /// a backup) for longer than the switch waits for it (5 s). A prepare that
 /// needs it is answered 503 with 2003 (retry later); nothing of it is
@@ -387,9 +418,9 @@ async fn a_prepare_that_finds_the_database_locked_is_answered_2003_and_can_be_se
 /// prepares being answered have each waited longer than
 /// `overload_prepare_wait_ms` (here they queue behind a write lock held
 /// elsewhere), a new prepare is answered 503 with 2003 and nothing of it is
-/// recorded; so is a lookup, which would start a new transaction. The
-/// queued ones are still answered and commit once the lock is free, and
-/// the refused prepare sent again then commits too.
+/// recorded; so are a bulk prepare, and a lookup and a quote, which would
+/// start new transactions. The queued ones are still answered and commit
+/// once the lock is free, and the refused prepare sent again then commits.
 #[tokio::test]
 async fn a_switch_that_is_behind_refuses_new_prepares_until_its_queue_drains() {
     let s = scene(
@@ -409,6 +440,11 @@ async fn a_switch_that_is_behind_refuses_new_prepares_until_its_queue_drains() {
     let late = s
         .payer
         .prepare("payeefsp", "7", "USD", Duration::from_secs(60));
+    let line = s
+        .payer
+        .prepare("payeefsp", "3", "USD", Duration::from_secs(60));
+    let bulk_id = switch_tests::new_id();
+    let bulk_body = one_line_bulk(&bulk_id, &line);
     let refused = async {
         // The 20 wait for the lock; 0.5 s later the oldest 16 are over 200 ms.
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -428,15 +464,26 @@ async fn a_switch_that_is_behind_refuses_new_prepares_until_its_queue_drains() {
             .payer
             .send("GET", "/parties/MSISDN/27713803912", &[], &[])
             .await;
+        // So is a quote, and a bulk is refused like a prepare.
+        let quote = s
+            .payer
+            .send_json("POST", "/quotes", &quote_request(), Some("payeefsp"))
+            .await;
+        let bulk = s
+            .payer
+            .send_json("POST", "/bulkTransfers", &bulk_body, Some("payeefsp"))
+            .await;
         sqlx::query("ROLLBACK")
             .execute(&mut holder)
             .await
             .expect("free the write lock");
-        (refused, lookup)
+        (refused, [lookup, quote, bulk])
     };
-    let (answers, ((status, body), lookup)) = tokio::join!(answers, refused);
-    assert_eq!(lookup.0, 503, "{}", lookup.1);
-    assert_eq!(lookup.1["errorInformation"]["errorCode"], "2003");
+    let (answers, ((status, body), new_transactions)) = tokio::join!(answers, refused);
+    for (status, body) in &new_transactions {
+        assert_eq!(*status, 503, "{body}");
+        assert_eq!(body["errorInformation"]["errorCode"], "2003", "{body}");
+    }
     assert_eq!(status, 503, "{body}");
     assert_eq!(body["errorInformation"]["errorCode"], "2003", "{body}");
     let description = body["errorInformation"]["errorDescription"].to_string();
@@ -456,6 +503,12 @@ async fn a_switch_that_is_behind_refuses_new_prepares_until_its_queue_drains() {
         recorded[0][0], "0",
         "nothing of the refused prepare is kept"
     );
+    let recorded = s.db.rows(&format!(
+        "SELECT (SELECT COUNT(*) FROM bulk_transfer WHERE bulk_transfer_id = '{bulk_id}') \
+         + (SELECT COUNT(*) FROM transfer WHERE transfer_id = '{}')",
+        line.transfer_id
+    ));
+    assert_eq!(recorded[0][0], "0", "nothing of the refused bulk is kept");
     expect_nothing(&s.payee, "the refused prepare", is_post(&id)).await;
     assert_eq!(s.position("payerfsp").await, "20");
 

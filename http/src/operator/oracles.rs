@@ -135,6 +135,7 @@ async fn create(state: web::Data<AppState>, bytes: web::Bytes) -> ApiResult<Http
     let oracle = parse(&state, &bytes, 0).await?;
     check_unique(&state, &oracle).await?;
     state.store.create_oracle(oracle).await?;
+    state.oracles_changed();
     Ok(HttpResponse::Created().finish())
 }
 
@@ -164,11 +165,13 @@ async fn update(
     let oracle = parse(&state, &bytes, id).await?;
     check_unique(&state, &oracle).await?;
     state.store.update_oracle(oracle).await?;
+    state.oracles_changed();
     Ok(HttpResponse::NoContent().finish())
 }
 
 async fn delete(state: web::Data<AppState>, id: web::Path<String>) -> ApiResult<HttpResponse> {
     let id = existing(&state, &id).await?;
     state.store.delete_oracle(id).await?;
+    state.oracles_changed();
     Ok(HttpResponse::NoContent().finish())
 }
