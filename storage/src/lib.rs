@@ -370,6 +370,7 @@ const SQLITE_RESTART_EVERY_TICKS: u64 = 5;
 /// Mostly PASSIVE, which never blocks the writer or readers; once a second
 /// RESTART, so the WAL stays small. Ends when the pool is closed.
 async fn sqlite_checkpointer(pool: AnyPool) {
+    use sqlx::Row;
     let mut tick = tokio::time::interval(SQLITE_CHECKPOINT_INTERVAL);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut ticks: u64 = 0;
@@ -389,11 +390,26 @@ async fn sqlite_checkpointer(pool: AnyPool) {
         } else {
             "PRAGMA wal_checkpoint(PASSIVE)"
         };
-        if let Err(error) = sqlx::query(mode).execute(&pool).await {
-            if pool.is_closed() {
-                return;
+        let started = std::time::Instant::now();
+        match sqlx::query(mode).fetch_optional(&pool).await {
+            Ok(row) => {
+                // (busy, frames in the WAL, frames copied to the database)
+                let frames = |i: usize| {
+                    row.as_ref()
+                        .and_then(|r| r.try_get::<i64, _>(i).ok())
+                        .unwrap_or(-1)
+                };
+                tracing::debug!(
+                    mode,
+                    busy = frames(0),
+                    wal_frames = frames(1),
+                    copied_frames = frames(2),
+                    elapsed_us = started.elapsed().as_micros() as u64,
+                    "SQLite checkpoint"
+                );
             }
-            tracing::warn!(%error, "SQLite checkpoint failed");
+            Err(_) if pool.is_closed() => return,
+            Err(error) => tracing::warn!(%error, "SQLite checkpoint failed"),
         }
     }
 }
