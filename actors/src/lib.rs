@@ -10,6 +10,7 @@
 //! elsewhere.
 
 pub mod bulk;
+pub mod cached;
 pub mod error;
 pub mod notify;
 pub mod participants;

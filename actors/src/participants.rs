@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use switch_storage::participants::SettlementModelRecord;
 use switch_storage::Store;
 
+use crate::cached::Cached;
 use crate::error::FspiopError;
 
 /// Entries kept at most; beyond it the cache starts again from empty.
@@ -43,7 +44,7 @@ pub struct ParticipantCache {
     store: Store,
     entries: Arc<Mutex<HashMap<String, Option<Arc<ParticipantSnapshot>>>>>,
     /// The settlement models, read once and kept until the operator changes one.
-    models: Arc<Mutex<Option<Arc<Vec<SettlementModelRecord>>>>>,
+    models: Cached<Vec<SettlementModelRecord>>,
 }
 
 impl std::fmt::Debug for ParticipantCache {
@@ -57,7 +58,7 @@ impl ParticipantCache {
         ParticipantCache {
             store,
             entries: Arc::new(Mutex::new(HashMap::new())),
-            models: Arc::new(Mutex::new(None)),
+            models: Cached::default(),
         }
     }
 
@@ -65,22 +66,10 @@ impl ParticipantCache {
     /// settles: the active POSITION model for the currency, else the active
     /// default model (no currency), decides.
     pub async fn gross_model(&self, currency: &str) -> Result<Option<i64>, FspiopError> {
-        let cached = self
+        let models = self
             .models
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .clone();
-        let models = match cached {
-            Some(models) => models,
-            None => {
-                let loaded = Arc::new(self.store.settlement_models().await?);
-                *self
-                    .models
-                    .lock()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(loaded.clone());
-                loaded
-            }
-        };
+            .get_or_load(|| self.store.settlement_models())
+            .await?;
         let applies =
             |m: &&SettlementModelRecord| m.is_active && m.ledger_account_type == "POSITION";
         let model = models
@@ -95,10 +84,7 @@ impl ParticipantCache {
 
     /// Forgets the settlement models (after the operator changed one).
     pub fn models_changed(&self) {
-        *self
-            .models
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
+        self.models.forget();
     }
 
     /// The participant, or `None` if no participant has that name.

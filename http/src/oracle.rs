@@ -9,10 +9,10 @@
 //! participants' endpoints. Party registrations are not cached: a change
 //! through `/participants` takes effect on the next lookup.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::{json, Value};
+use switch_actors::cached::Cached;
 use switch_actors::{ErrorCode, FspiopError};
 use switch_storage::lookup::{OracleRecord, PartyKey};
 use switch_storage::Store;
@@ -25,16 +25,8 @@ pub struct Oracles {
     store: Store,
     client: reqwest::Client,
     runtime: tokio::runtime::Handle,
-    configured: Arc<Mutex<Configured>>,
-}
-
-/// The active oracle endpoints as last read, and how many times they were
-/// changed since the start, so that a read that began before a change is
-/// not kept after it.
-#[derive(Default)]
-struct Configured {
-    changes: u64,
-    oracles: Option<Arc<Vec<OracleRecord>>>,
+    /// The active oracle endpoints, kept until `/oracles` changes them.
+    configured: Cached<Vec<OracleRecord>>,
 }
 
 fn unreachable_oracle(url: &str, reason: impl std::fmt::Display) -> FspiopError {
@@ -54,43 +46,19 @@ impl Oracles {
             store,
             client,
             runtime,
-            configured: Arc::default(),
+            configured: Cached::default(),
         }
-    }
-
-    fn lock(&self) -> std::sync::MutexGuard<'_, Configured> {
-        self.configured
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Forgets the cached oracle endpoints: the admin API changed them.
     pub fn changed(&self) {
-        let mut configured = self.lock();
-        configured.changes += 1;
-        configured.oracles = None;
-    }
-
-    /// The active oracle endpoints, from the cache or the database.
-    async fn configured(&self) -> Result<Arc<Vec<OracleRecord>>, FspiopError> {
-        let changes = {
-            let configured = self.lock();
-            if let Some(oracles) = &configured.oracles {
-                return Ok(oracles.clone());
-            }
-            configured.changes
-        };
-        let oracles = Arc::new(self.store.oracles().await?);
-        let mut configured = self.lock();
-        if configured.changes == changes {
-            configured.oracles = Some(oracles.clone());
-        }
-        Ok(oracles)
+        self.configured.forget();
     }
 
     /// The external oracle for this key, if one is configured.
     async fn external(&self, key: &PartyKey) -> Result<Option<OracleRecord>, FspiopError> {
-        Ok(choose(&self.configured().await?, key).cloned())
+        let oracles = self.configured.get_or_load(|| self.store.oracles()).await?;
+        Ok(choose(&oracles, key).cloned())
     }
 
     /// `{oracle}/participants/{Type}/{ID}[?currency=..&partySubIdOrType=..]`,
