@@ -6,10 +6,8 @@
 use std::collections::BTreeMap;
 
 use futures::TryStreamExt;
-/// The read transaction every check runs in.
-type Snapshot = sqlx::Transaction<'static, sqlx::Any>;
 
-use crate::{col, Result, Store};
+use crate::{col, Result, Snapshot, Store};
 
 /// Violations kept per invariant; the count of all of them is still reported.
 const VIOLATIONS_SHOWN_MAX: usize = 20;
@@ -45,31 +43,30 @@ impl InvariantReport {
 }
 
 impl Store {
-    /// Checks every ledger invariant and reports on each.
+    /// Checks every ledger invariant and reports on each, in one read
+    /// transaction: each sees the same snapshot, even while the switch
+    /// keeps writing.
     pub async fn check_invariants(&self) -> Result<Vec<InvariantReport>> {
-        self.run(|pool| async move {
-            // One read transaction: every invariant sees the same snapshot,
-            // even while the switch keeps writing.
-            let mut tx = pool.begin().await?;
-            let mut reports = Vec::new();
-            reports.extend(check_position_histories(&mut tx).await?);
-            reports.push(check_limits_not_negative(&mut tx).await?);
-            reports.push(check_admin_transfers_final(&mut tx).await?);
-            reports.push(check_currency_nets_zero(&mut tx).await?);
-            reports.push(check_transfer_movements(&mut tx).await?);
-            reports.push(check_history_keys(&mut tx).await?);
-            reports.push(check_window_content(&mut tx).await?);
-            reports.push(check_settlement_moves(&mut tx).await?);
-            reports.push(check_gross_settlements(&mut tx).await?);
-            tx.rollback().await?;
-            Ok(reports)
-        })
-        .await
+        self.in_long_read(|tx| Box::pin(check_all(tx))).await
     }
 }
 
+async fn check_all(tx: &mut Snapshot<'_>) -> Result<Vec<InvariantReport>> {
+    let mut reports = Vec::new();
+    reports.extend(check_position_histories(tx).await?);
+    reports.push(check_limits_not_negative(tx).await?);
+    reports.push(check_admin_transfers_final(tx).await?);
+    reports.push(check_currency_nets_zero(tx).await?);
+    reports.push(check_transfer_movements(tx).await?);
+    reports.push(check_history_keys(tx).await?);
+    reports.push(check_window_content(tx).await?);
+    reports.push(check_settlement_moves(tx).await?);
+    reports.push(check_gross_settlements(tx).await?);
+    Ok(reports)
+}
+
 /// `positions_equal_history` and `history_has_no_gaps`.
-async fn check_position_histories(tx: &mut Snapshot) -> Result<Vec<InvariantReport>> {
+async fn check_position_histories(tx: &mut Snapshot<'_>) -> Result<Vec<InvariantReport>> {
     let mut equal = InvariantReport::new("positions_equal_sum_of_changes");
     let mut gaps = InvariantReport::new("position_history_has_no_gaps");
     // Running state per position: (value, reserved) as the history says.
@@ -119,7 +116,7 @@ async fn check_position_histories(tx: &mut Snapshot) -> Result<Vec<InvariantRepo
     Ok(vec![equal, gaps])
 }
 
-async fn check_limits_not_negative(tx: &mut Snapshot) -> Result<InvariantReport> {
+async fn check_limits_not_negative(tx: &mut Snapshot<'_>) -> Result<InvariantReport> {
     let mut report = InvariantReport::new("limits_not_negative");
     let rows = sqlx::query(
         "SELECT participant_limit_id, value, threshold_alarm_percentage FROM participant_limit",
@@ -150,7 +147,7 @@ const TRANSFER_HISTORY_TABLES: [&str; 4] = [
 /// `transfer_id` names. The batch writer looks each batch's seqs up by id
 /// (`transfers::seqs_of`); a wrong one would file a state, a fulfilment or
 /// a hash under another transfer.
-async fn check_history_keys(tx: &mut Snapshot) -> Result<InvariantReport> {
+async fn check_history_keys(tx: &mut Snapshot<'_>) -> Result<InvariantReport> {
     let mut report = InvariantReport::new("transfer_history_rows_key_their_transfer");
     for table in TRANSFER_HISTORY_TABLES {
         let mismatched = "t.transfer_id IS NULL OR t.transfer_id <> h.transfer_id";
@@ -187,7 +184,7 @@ async fn check_history_keys(tx: &mut Snapshot) -> Result<InvariantReport> {
 
 /// An operator transfer's states follow RESERVED -> COMMITTED|ABORTED or are a
 /// single COMMITTED, and nothing follows a final state.
-async fn check_admin_transfers_final(tx: &mut Snapshot) -> Result<InvariantReport> {
+async fn check_admin_transfers_final(tx: &mut Snapshot<'_>) -> Result<InvariantReport> {
     let mut report = InvariantReport::new("operator_transfers_final_states_never_change");
     let rows = sqlx::query(
         "SELECT transfer_id, state FROM admin_transfer_state_change ORDER BY transfer_id, admin_transfer_state_change_id",
@@ -220,7 +217,7 @@ async fn check_admin_transfers_final(tx: &mut Snapshot) -> Result<InvariantRepor
 /// Every ledger movement has two sides, so per currency the balances of all
 /// accounts sum to zero, except for reservations of transfers still in
 /// flight (the payer's side moves at reserve, the payee's at commit).
-async fn check_currency_nets_zero(tx: &mut Snapshot) -> Result<InvariantReport> {
+async fn check_currency_nets_zero(tx: &mut Snapshot<'_>) -> Result<InvariantReport> {
     let mut report = InvariantReport::new("balances_net_to_zero_per_currency");
     let mut in_flight: BTreeMap<String, i128> = BTreeMap::new();
     for (transfer, state) in latest_transfer_states(tx).await? {
@@ -261,7 +258,7 @@ struct TransferSummary {
 }
 
 /// Every transfer with its newest state.
-async fn latest_transfer_states(tx: &mut Snapshot) -> Result<Vec<(TransferSummary, String)>> {
+async fn latest_transfer_states(tx: &mut Snapshot<'_>) -> Result<Vec<(TransferSummary, String)>> {
     let rows = sqlx::query(
         "SELECT t.transfer_id, t.currency_id, t.amount, s.state FROM transfer t \
          JOIN transfer_state_change s ON s.transfer_seq = t.transfer_seq \
@@ -285,7 +282,7 @@ async fn latest_transfer_states(tx: &mut Snapshot) -> Result<Vec<(TransferSummar
 
 /// Each transfer moved positions exactly as its final state says: reserved
 /// once, then committed once or reversed once, never both, never twice.
-async fn check_transfer_movements(tx: &mut Snapshot) -> Result<InvariantReport> {
+async fn check_transfer_movements(tx: &mut Snapshot<'_>) -> Result<InvariantReport> {
     let mut report = InvariantReport::new("transfers_move_positions_exactly_once");
     let rows = sqlx::query(
         "SELECT reference, kind, COUNT(*) AS moves, CAST(SUM(change_value) AS SIGNED) AS total FROM participant_position_change \
@@ -333,7 +330,7 @@ async fn check_transfer_movements(tx: &mut Snapshot) -> Result<InvariantReport> 
 /// Per closed window and currency, the aggregated content equals the
 /// transfers committed into the window and not settled gross: the same sum,
 /// the same count.
-async fn check_window_content(tx: &mut Snapshot) -> Result<InvariantReport> {
+async fn check_window_content(tx: &mut Snapshot<'_>) -> Result<InvariantReport> {
     let mut report = InvariantReport::new("closed_windows_hold_exactly_their_commits");
     let committed = sqlx::query(
         "SELECT f.settlement_window_id, t.currency_id, CAST(SUM(t.amount) AS SIGNED) AS total, COUNT(*) AS n \
@@ -390,7 +387,7 @@ async fn check_window_content(tx: &mut Snapshot) -> Result<InvariantReport> {
 /// passed PS_TRANSFERS_COMMITTED under a model with automatic position reset.
 /// (The hub's counter-entries on HUB_MULTILATERAL_SETTLEMENT net to zero per
 /// settlement; `balances_net_to_zero_per_currency` covers them.)
-async fn check_settlement_moves(tx: &mut Snapshot) -> Result<InvariantReport> {
+async fn check_settlement_moves(tx: &mut Snapshot<'_>) -> Result<InvariantReport> {
     let mut report = InvariantReport::new("settlements_net_to_zero_and_move_positions_once");
     let accounts = sqlx::query(
         "SELECT spc.settlement_id, spc.participant_currency_id, pc.currency_id, spc.net_amount, spc.state, m.auto_position_reset \
@@ -466,7 +463,7 @@ async fn check_settlement_moves(tx: &mut Snapshot) -> Result<InvariantReport> {
 /// A transfer settled gross moved positions back exactly once per side:
 /// the payee's by +amount with the commit, the payer's by -amount when the
 /// settlement completed (and then the transfer is SETTLED).
-async fn check_gross_settlements(tx: &mut Snapshot) -> Result<InvariantReport> {
+async fn check_gross_settlements(tx: &mut Snapshot<'_>) -> Result<InvariantReport> {
     let mut report = InvariantReport::new("gross_settlements_move_each_side_once");
     let rows = sqlx::query(
         "SELECT g.transfer_id, t.amount, g.payer_settled_date, \

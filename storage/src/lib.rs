@@ -305,10 +305,65 @@ pub const IDLE_TRANSACTION_TIMEOUT_S: u32 = 2;
 /// no such setting: there the statement fails, the connection is kept, and
 /// a paused node's locks last until it resumes (docs/cluster.md).
 async fn bound_idle_transactions(conn: &mut sqlx::AnyConnection) {
+    set_idle_transaction_timeout(conn, IDLE_TRANSACTION_TIMEOUT_S).await;
+}
+
+/// `SET SESSION idle_transaction_timeout` (MariaDB; on MySQL it fails and
+/// nothing changes).
+pub(crate) async fn set_idle_transaction_timeout(conn: &mut sqlx::AnyConnection, seconds: u32) {
     use sqlx::Executor;
-    let statement = format!("SET SESSION idle_transaction_timeout = {IDLE_TRANSACTION_TIMEOUT_S}");
+    let statement = format!("SET SESSION idle_transaction_timeout = {seconds}");
     if let Err(error) = conn.execute(sqlx::AssertSqlSafe(statement)).await {
         tracing::debug!(%error, "idle_transaction_timeout not supported (MySQL)");
+    }
+}
+
+/// A read transaction that may pause between statements (see
+/// [`Store::in_long_read`]).
+pub(crate) type Snapshot<'c> = sqlx::Transaction<'c, sqlx::Any>;
+
+/// Work done in a [`Snapshot`].
+pub(crate) type LongRead<T> =
+    for<'a, 'c> fn(&'a mut Snapshot<'c>) -> futures::future::BoxFuture<'a, Result<T>>;
+
+/// How long a long read's transaction may wait between its statements on
+/// MariaDB. The ledger check reads every history row and works through
+/// millions of them between statements: on a database of 1.8M transfers
+/// one pause took more than [`IDLE_TRANSACTION_TIMEOUT_S`], and MariaDB
+/// closed the connection mid-check.
+pub const LONG_READ_IDLE_TIMEOUT_S: u32 = 3600;
+
+impl Store {
+    /// Runs `work` in one read transaction (rolled back at the end) on a
+    /// connection whose idle-transaction bound is
+    /// [`LONG_READ_IDLE_TIMEOUT_S`] for the while. The connection goes back
+    /// to the pool with the switch's own bound, or is closed if that could
+    /// not be restored.
+    pub(crate) async fn in_long_read<T: Send + 'static>(&self, work: LongRead<T>) -> Result<T> {
+        let mariadb = self.backend == Backend::MySql;
+        self.run(move |pool| async move {
+            use sqlx::Connection;
+            let mut conn = pool.acquire().await?;
+            if mariadb {
+                set_idle_transaction_timeout(&mut conn, LONG_READ_IDLE_TIMEOUT_S).await;
+            }
+            let result = async {
+                let mut tx = conn.begin().await?;
+                let value = work(&mut tx).await?;
+                tx.rollback().await?;
+                Ok(value)
+            }
+            .await;
+            if mariadb {
+                if result.is_ok() {
+                    set_idle_transaction_timeout(&mut conn, IDLE_TRANSACTION_TIMEOUT_S).await;
+                } else {
+                    drop(conn.detach());
+                }
+            }
+            result
+        })
+        .await
     }
 }
 
@@ -582,6 +637,59 @@ mod tests {
         drop(conn);
         store.close().await;
         let _ = std::fs::remove_dir_all(dir);
+    }
+
+    /// On MariaDB a long read (the ledger check) may pause between its
+    /// statements longer than the switch's own transactions may, and its
+    /// connection goes back to the pool with the switch's bound.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_long_read_may_pause_between_statements_on_mariadb() {
+        let server = std::env::var("MOJASWITCH_TEST_MYSQL_URL")
+            .unwrap_or_else(|_| "mysql://mojaswitch:mojaswitch@127.0.0.1:3306".to_string());
+        let name = format!("mjtest_long_read_{}", std::process::id());
+        let mut admin = connect_any(&server).await;
+        exec(&mut admin, &format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create");
+        let settings = PoolSettings {
+            connections_max: 1,
+            acquire_timeout_ms: 5_000,
+        };
+        let store = Store::connect(&format!("{server}/{name}"), &settings)
+            .await
+            .expect("connect");
+        let pause = Duration::from_secs(u64::from(IDLE_TRANSACTION_TIMEOUT_S) + 2);
+        async fn pausing(tx: &mut Snapshot<'_>) -> Result<i64> {
+            let pause = Duration::from_secs(u64::from(IDLE_TRANSACTION_TIMEOUT_S) + 2);
+            let one: i64 = sqlx::query_scalar("SELECT 1").fetch_one(&mut **tx).await?;
+            tokio::time::sleep(pause).await;
+            let two: i64 = sqlx::query_scalar("SELECT 2").fetch_one(&mut **tx).await?;
+            Ok(one + two)
+        }
+        let sum = store
+            .in_long_read(|tx| Box::pin(pausing(tx)))
+            .await
+            .expect("the long read outlives the switch's idle bound");
+        assert_eq!(sum, 3);
+
+        // The pool's one connection is the same, with the switch's bound
+        // again: an ordinary transaction that pauses as long is cut off.
+        let mut conn = store.pool.acquire().await.expect("acquire");
+        let bound: i64 = sqlx::query_scalar("SELECT @@SESSION.idle_transaction_timeout")
+            .fetch_one(&mut *conn)
+            .await
+            .expect("bound");
+        assert_eq!(bound, i64::from(IDLE_TRANSACTION_TIMEOUT_S));
+        exec(&mut conn, "BEGIN").await.expect("begin");
+        tokio::time::sleep(pause).await;
+        exec(&mut conn, "SELECT 1")
+            .await
+            .expect_err("MariaDB closed the idle transaction's connection");
+        drop(conn.detach());
+        store.close().await;
+        exec(&mut admin, &format!("DROP DATABASE {name}"))
+            .await
+            .expect("drop");
     }
 
     /// The same on MariaDB: a lock wait timeout (another transaction holds

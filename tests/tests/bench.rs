@@ -94,10 +94,13 @@ fn a_short_run_reports_rates_books_and_the_switch_threads() {
 
 /// The end-to-end tier, with 70% of the traffic from one payer: each
 /// transaction is a party lookup, a quote and a transfer, each answered.
+/// The quote and transfer ids are time-ordered UUID v7 (`--ids v7`), which
+/// the switch takes on v1.1 messages as the v2.0 pattern allows.
 #[test]
 fn the_end_to_end_tier_runs_lookup_quote_and_transfer() {
-    let (summary, _) = run(50, 2, &["--tier", "e2e", "--skew", "70"]);
+    let (summary, _) = run(50, 2, &["--tier", "e2e", "--skew", "70", "--ids", "v7"]);
     assert_eq!(summary["config"]["tier"], "e2e", "{summary}");
+    assert_eq!(summary["config"]["ids"], "v7", "{summary}");
     assert_eq!(summary["config"]["skew_percent"], 70.0, "{summary}");
     let committed = assert_all_committed(&summary, 100);
     // The first payer sent 70% of the transactions, the other three the rest.

@@ -135,6 +135,25 @@ impl Tier {
     }
 }
 
+/// How the payers make transfer (and bulk) ids.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+enum Ids {
+    /// Random UUID v4, as most DFSPs send them.
+    V4,
+    /// Time-ordered UUID v7 (the v2.0 `CorrelationId` pattern allows v1–v7).
+    V7,
+}
+
+impl Ids {
+    fn next(self) -> String {
+        match self {
+            Ids::V4 => uuid::Uuid::new_v4(),
+            Ids::V7 => uuid::Uuid::now_v7(),
+        }
+        .to_string()
+    }
+}
+
 #[derive(Parser, Debug, Clone)]
 #[command(
     name = "mojaswitch-bench",
@@ -202,6 +221,9 @@ struct Args {
     /// Transfers tier: each transaction is a POST /bulkTransfers of this many transfers (0: single transfers; at most 1000).
     #[arg(long, default_value_t = 0)]
     bulk: usize,
+    /// Transfer ids: v4 (random) or v7 (time-ordered).
+    #[arg(long, value_enum, default_value = "v4")]
+    ids: Ids,
     /// Pid of the running switch (with --fspiop-url), to sample its memory and CPU.
     #[arg(long)]
     switch_pid: Option<u32>,
@@ -688,6 +710,8 @@ struct Sim {
     amount: String,
     /// `--bulk`: the lines of each bulk (0: single transfers).
     bulk_lines: u64,
+    /// `--ids`: how bulk lines' transfer ids are made.
+    ids: Ids,
     /// Batch registration answers, by requestId (read by provisioning).
     registrations: Mutex<HashMap<String, Value>>,
 }
@@ -1251,13 +1275,20 @@ fn prepare(id: &str, payer: &str, payee: &str, amount: &str) -> Prepare {
 
 /// `--bulk`: a bulk of `lines` transfers, each with its own transaction,
 /// ILP packet and condition, as `tests/tests/bulk.rs` builds them.
-fn bulk_prepare(id: &str, payer: &str, payee: &str, amount: &str, lines: usize) -> Prepare {
+fn bulk_prepare(
+    id: &str,
+    payer: &str,
+    payee: &str,
+    amount: &str,
+    lines: usize,
+    ids: Ids,
+) -> Prepare {
     let amount = json!({"amount": amount, "currency": CURRENCY});
     let individual: Vec<Value> = (0..lines.min(BULK_LINES_MAX))
         .map(|_| {
             let (packet, condition) = made_up_ilp(payer, payee, &amount);
             json!({
-                "transferId": uuid::Uuid::new_v4().to_string(),
+                "transferId": ids.next(),
                 "transferAmount": amount,
                 "ilpPacket": packet,
                 "condition": condition,
@@ -1343,7 +1374,14 @@ async fn send_prepare(sim: Arc<Sim>, payer: String, payee: String, p: Prepare) {
 /// `--bulk`: builds the bulk here rather than in the scheduler, so that a
 /// large bulk does not hold up the 1 ms tick.
 async fn send_bulk(sim: Arc<Sim>, payer: String, payee: String, id: String, amount: String) {
-    let p = bulk_prepare(&id, &payer, &payee, &amount, sim.bulk_lines as usize);
+    let p = bulk_prepare(
+        &id,
+        &payer,
+        &payee,
+        &amount,
+        sim.bulk_lines as usize,
+        sim.ids,
+    );
     let ask = Ask {
         stage: Stage::Bulk,
         id: p.id,
@@ -2005,6 +2043,7 @@ async fn run(args: Args) -> anyhow::Result<i32> {
         patch: args.patch,
         amount: args.amount.clone(),
         bulk_lines: args.bulk as u64,
+        ids: args.ids,
         registrations: Mutex::new(HashMap::new()),
     });
     let (sim_port, sim_server) = start_simulator(sim.clone());
@@ -2035,7 +2074,7 @@ async fn run(args: Args) -> anyhow::Result<i32> {
     let offset = record.now_s();
     let total = args.ramp_s + args.steady_s;
     eprintln!(
-        "running tier {}: {} tr/s, ramp {} s, steady {} s, cap {} in flight, skew {}%, patch {}, bulk {}",
+        "running tier {}: {} tr/s, ramp {} s, steady {} s, cap {} in flight, skew {}%, patch {}, bulk {}, ids {:?}",
         args.tier.name(),
         args.rate,
         args.ramp_s,
@@ -2043,7 +2082,8 @@ async fn run(args: Args) -> anyhow::Result<i32> {
         args.max_in_flight,
         args.skew,
         args.patch,
-        args.bulk
+        args.bulk,
+        args.ids
     );
     // The switch's memory as the run starts: the first sample.
     record.memory.sample(0.0);
@@ -2080,7 +2120,7 @@ async fn run(args: Args) -> anyhow::Result<i32> {
             issued += 1;
             record.counters.sent.fetch_add(1, Ordering::Relaxed);
             let pick = picker.next();
-            let id = uuid::Uuid::new_v4().to_string();
+            let id = args.ids.next();
             if !record.admit(&id, args.tier.first_stage(bulk), args.max_in_flight) {
                 record.counters.dropped_cap.fetch_add(1, Ordering::Relaxed);
                 continue;
@@ -2175,7 +2215,7 @@ async fn run(args: Args) -> anyhow::Result<i32> {
             "connections_per_dfsp": args.connections_per_dfsp,
             "switch_env": args.switch_env,
             "tier": args.tier.name(), "skew_percent": args.skew, "patch": args.patch,
-            "bulk": args.bulk, "switch_pid": switch_pid,
+            "bulk": args.bulk, "ids": format!("{:?}", args.ids).to_lowercase(), "switch_pid": switch_pid,
             "parties_per_payee": (args.tier == Tier::E2e).then_some(args.parties_per_payee),
             "transactions_by_payer": payers.iter().cloned().zip(picker.by_payer.iter().copied()).collect::<BTreeMap<String, u64>>(),
         },
