@@ -206,6 +206,49 @@ fn iso(at: chrono::DateTime<Utc>) -> String {
     at.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
 }
 
+/// A `Party` of type MSISDN held at `fsp`.
+pub fn msisdn_party(fsp: &str, msisdn: &str) -> Value {
+    json!({"partyIdInfo": {"partyIdType": "MSISDN", "partyIdentifier": msisdn, "fspId": fsp}})
+}
+
+/// A `POST /quotes` body: payerfsp's customer sends 25 `currency` to
+/// `payee`'s.
+pub fn quote_request(quote_id: &str, payee: &str, currency: &str) -> Value {
+    json!({
+        "quoteId": quote_id,
+        "transactionId": crate::new_id(),
+        "payee": msisdn_party(payee, PAYEE_MSISDN),
+        "payer": msisdn_party("payerfsp", PAYER_MSISDN),
+        "amountType": "SEND",
+        "amount": {"amount": "25", "currency": currency},
+        "transactionType": {"scenario": "TRANSFER", "initiator": "PAYER", "initiatorType": "CONSUMER"},
+    })
+}
+
+/// A `POST /bulkTransfers` body from payerfsp to payeefsp whose lines are
+/// `lines` (prepares the payer made), expiring with the first of them.
+pub fn bulk_prepare_body(bulk_id: &str, lines: &[Prepare]) -> Value {
+    let individual: Vec<Value> = lines
+        .iter()
+        .map(|l| {
+            json!({
+                "transferId": l.transfer_id,
+                "transferAmount": l.body["amount"],
+                "ilpPacket": l.ilp_packet,
+                "condition": l.condition,
+            })
+        })
+        .collect();
+    json!({
+        "bulkTransferId": bulk_id,
+        "bulkQuoteId": crate::new_id(),
+        "payerFsp": "payerfsp",
+        "payeeFsp": "payeefsp",
+        "individualTransfers": individual,
+        "expiration": lines.first().map(|l| l.body["expiration"].clone()),
+    })
+}
+
 /// An amount in minor units at 2 decimals (extra decimals are dropped);
 /// anything unparsable is 0. Never panics: tests send bad amounts on purpose.
 pub fn ilp_amount(amount: &str) -> u64 {

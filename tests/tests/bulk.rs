@@ -43,25 +43,7 @@ fn bulk(payer: &Dfsp, amounts: &[&str], expires_in: Duration) -> Bulk {
         .map(|amount| payer.prepare("payeefsp", amount, "USD", expires_in))
         .collect();
     let id = new_id();
-    let individual: Vec<Value> = lines
-        .iter()
-        .map(|l| {
-            json!({
-                "transferId": l.transfer_id,
-                "transferAmount": l.body["amount"],
-                "ilpPacket": l.ilp_packet,
-                "condition": l.condition,
-            })
-        })
-        .collect();
-    let body = json!({
-        "bulkTransferId": id,
-        "bulkQuoteId": new_id(),
-        "payerFsp": "payerfsp",
-        "payeeFsp": "payeefsp",
-        "individualTransfers": individual,
-        "expiration": lines[0].body["expiration"],
-    });
+    let body = switch_tests::dfsp::bulk_prepare_body(&id, &lines);
     Bulk { id, lines, body }
 }
 

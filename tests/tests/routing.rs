@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use serde_json::{json, Value};
-use switch_tests::dfsp::{Dfsp, Received, Scene};
+use switch_tests::dfsp::{msisdn_party as party, Dfsp, Received, Scene};
 use switch_tests::{new_id, Backend};
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -29,22 +29,13 @@ async fn expect(dfsp: &Dfsp, method: &str, path: &str) -> Received {
     }
 }
 
-fn party(fsp: &str, msisdn: &str) -> Value {
-    json!({"partyIdInfo": {"partyIdType": "MSISDN", "partyIdentifier": msisdn, "fspId": fsp}})
-}
-
+/// A quote request with two fields the schema does not list: the switch
+/// passes them on.
 fn quote_request(quote_id: &str, payee: &str, currency: &str) -> Value {
-    json!({
-        "quoteId": quote_id,
-        "transactionId": new_id(),
-        "payee": party(payee, "27713803912"),
-        "payer": party("payerfsp", "27713803911"),
-        "amountType": "SEND",
-        "amount": {"amount": "25", "currency": currency},
-        "transactionType": {"scenario": "TRANSFER", "initiator": "PAYER", "initiatorType": "CONSUMER"},
-        "note": "an unknown field is tolerated",
-        "extra": {"x": 1},
-    })
+    let mut body = switch_tests::dfsp::quote_request(quote_id, payee, currency);
+    body["note"] = json!("an unknown field is tolerated");
+    body["extra"] = json!({"x": 1});
+    body
 }
 
 /// POST /quotes to the payee, PUT /quotes/{ID} back to the payer, and GET.

@@ -336,37 +336,6 @@ async fn write_lock_held(url: &str) -> sqlx::AnyConnection {
     holder
 }
 
-/// A quote request from the payer to the payee.
-fn quote_request() -> Value {
-    let party = |fsp: &str, msisdn: &str| json!({"partyIdInfo": {"partyIdType": "MSISDN", "partyIdentifier": msisdn, "fspId": fsp}});
-    json!({
-        "quoteId": switch_tests::new_id(),
-        "transactionId": switch_tests::new_id(),
-        "payee": party("payeefsp", "27713803912"),
-        "payer": party("payerfsp", "27713803911"),
-        "amountType": "SEND",
-        "amount": {"amount": "25", "currency": "USD"},
-        "transactionType": {"scenario": "TRANSFER", "initiator": "PAYER", "initiatorType": "CONSUMER"},
-    })
-}
-
-/// A bulk prepare of one line.
-fn one_line_bulk(bulk_id: &str, line: &Prepare) -> Value {
-    json!({
-        "bulkTransferId": bulk_id,
-        "bulkQuoteId": switch_tests::new_id(),
-        "payerFsp": "payerfsp",
-        "payeeFsp": "payeefsp",
-        "individualTransfers": [{
-            "transferId": line.transfer_id,
-            "transferAmount": line.body["amount"],
-            "ilpPacket": line.ilp_packet,
-            "condition": line.condition,
-        }],
-        "expiration": line.body["expiration"],
-    })
-}
-
 /// Someone else holds the SQLite write lock (an operator's `sqlite3` shell,
 /// a backup) for longer than the switch waits for it (5 s). A prepare that
 /// needs it is answered 503 with 2003 (retry later); nothing of it is
@@ -444,7 +413,7 @@ async fn a_switch_that_is_behind_refuses_new_prepares_until_its_queue_drains() {
         .payer
         .prepare("payeefsp", "3", "USD", Duration::from_secs(60));
     let bulk_id = switch_tests::new_id();
-    let bulk_body = one_line_bulk(&bulk_id, &line);
+    let bulk_body = switch_tests::dfsp::bulk_prepare_body(&bulk_id, std::slice::from_ref(&line));
     let refused = async {
         // The 20 wait for the lock; 0.5 s later the oldest 16 are over 200 ms.
         tokio::time::sleep(Duration::from_millis(500)).await;
@@ -467,7 +436,12 @@ async fn a_switch_that_is_behind_refuses_new_prepares_until_its_queue_drains() {
         // So is a quote, and a bulk is refused like a prepare.
         let quote = s
             .payer
-            .send_json("POST", "/quotes", &quote_request(), Some("payeefsp"))
+            .send_json(
+                "POST",
+                "/quotes",
+                &switch_tests::dfsp::quote_request(&switch_tests::new_id(), "payeefsp", "USD"),
+                Some("payeefsp"),
+            )
             .await;
         let bulk = s
             .payer
