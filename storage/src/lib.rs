@@ -606,6 +606,20 @@ mod tests {
         sqlx::AnyConnection::connect(url).await.expect("connect")
     }
 
+    /// A new database on the test MariaDB: an admin connection, its name
+    /// (to drop it at the end) and its URL.
+    async fn scratch_mariadb(tag: &str) -> (sqlx::AnyConnection, String, String) {
+        let server = std::env::var("MOJASWITCH_TEST_MYSQL_URL")
+            .unwrap_or_else(|_| "mysql://mojaswitch:mojaswitch@127.0.0.1:3306".to_string());
+        let name = format!("mjtest_{tag}_{}", std::process::id());
+        let mut admin = connect_any(&server).await;
+        exec(&mut admin, &format!("CREATE DATABASE {name}"))
+            .await
+            .expect("create");
+        let url = format!("{server}/{name}");
+        (admin, name, url)
+    }
+
     async fn exec(conn: &mut sqlx::AnyConnection, sql: &str) -> Result<()> {
         sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
             .execute(conn)
@@ -644,20 +658,12 @@ mod tests {
     /// connection goes back to the pool with the switch's bound.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_long_read_may_pause_between_statements_on_mariadb() {
-        let server = std::env::var("MOJASWITCH_TEST_MYSQL_URL")
-            .unwrap_or_else(|_| "mysql://mojaswitch:mojaswitch@127.0.0.1:3306".to_string());
-        let name = format!("mjtest_long_read_{}", std::process::id());
-        let mut admin = connect_any(&server).await;
-        exec(&mut admin, &format!("CREATE DATABASE {name}"))
-            .await
-            .expect("create");
+        let (mut admin, name, url) = scratch_mariadb("long_read").await;
         let settings = PoolSettings {
             connections_max: 1,
             acquire_timeout_ms: 5_000,
         };
-        let store = Store::connect(&format!("{server}/{name}"), &settings)
-            .await
-            .expect("connect");
+        let store = Store::connect(&url, &settings).await.expect("connect");
         let pause = Duration::from_secs(u64::from(IDLE_TRANSACTION_TIMEOUT_S) + 2);
         async fn pausing(tx: &mut Snapshot<'_>) -> Result<i64> {
             let pause = Duration::from_secs(u64::from(IDLE_TRANSACTION_TIMEOUT_S) + 2);
@@ -696,14 +702,7 @@ mod tests {
     /// the row) is busy.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_mariadb_lock_wait_timeout_is_busy() {
-        let server = std::env::var("MOJASWITCH_TEST_MYSQL_URL")
-            .unwrap_or_else(|_| "mysql://mojaswitch:mojaswitch@127.0.0.1:3306".to_string());
-        let name = format!("mjtest_lock_{}", std::process::id());
-        let mut admin = connect_any(&server).await;
-        exec(&mut admin, &format!("CREATE DATABASE {name}"))
-            .await
-            .expect("create");
-        let url = format!("{server}/{name}");
+        let (mut admin, name, url) = scratch_mariadb("lock").await;
         let mut holder = connect_any(&url).await;
         exec(
             &mut holder,

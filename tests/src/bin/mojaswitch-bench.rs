@@ -138,13 +138,21 @@ impl Tier {
 /// How the payers make transfer (and bulk) ids.
 #[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
 enum Ids {
-    /// Random UUID v4, as most DFSPs send them.
+    /// Random UUID v4, as in the API's examples.
     V4,
-    /// Time-ordered UUID v7 (the v2.0 `CorrelationId` pattern allows v1–v7).
+    /// Time-ordered UUID v7 (the v2.0 `CorrelationId` pattern allows v1–v7),
+    /// ordered like the Testing Toolkit's ULIDs.
     V7,
 }
 
 impl Ids {
+    fn name(self) -> &'static str {
+        match self {
+            Ids::V4 => "v4",
+            Ids::V7 => "v7",
+        }
+    }
+
     fn next(self) -> String {
         match self {
             Ids::V4 => uuid::Uuid::new_v4(),
@@ -2074,7 +2082,7 @@ async fn run(args: Args) -> anyhow::Result<i32> {
     let offset = record.now_s();
     let total = args.ramp_s + args.steady_s;
     eprintln!(
-        "running tier {}: {} tr/s, ramp {} s, steady {} s, cap {} in flight, skew {}%, patch {}, bulk {}, ids {:?}",
+        "running tier {}: {} tr/s, ramp {} s, steady {} s, cap {} in flight, skew {}%, patch {}, bulk {}, ids {}",
         args.tier.name(),
         args.rate,
         args.ramp_s,
@@ -2083,7 +2091,7 @@ async fn run(args: Args) -> anyhow::Result<i32> {
         args.skew,
         args.patch,
         args.bulk,
-        args.ids
+        args.ids.name()
     );
     // The switch's memory as the run starts: the first sample.
     record.memory.sample(0.0);
@@ -2215,7 +2223,7 @@ async fn run(args: Args) -> anyhow::Result<i32> {
             "connections_per_dfsp": args.connections_per_dfsp,
             "switch_env": args.switch_env,
             "tier": args.tier.name(), "skew_percent": args.skew, "patch": args.patch,
-            "bulk": args.bulk, "ids": format!("{:?}", args.ids).to_lowercase(), "switch_pid": switch_pid,
+            "bulk": args.bulk, "ids": args.ids.name(), "switch_pid": switch_pid,
             "parties_per_payee": (args.tier == Tier::E2e).then_some(args.parties_per_payee),
             "transactions_by_payer": payers.iter().cloned().zip(picker.by_payer.iter().copied()).collect::<BTreeMap<String, u64>>(),
         },
@@ -2783,4 +2791,24 @@ async fn count_rows(url: &str, sql: &str) -> Option<u64> {
     let n: i64 = row.try_get(0).ok()?;
     pool.close().await;
     Some(n as u64)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Ids;
+
+    /// `--ids v7` makes version-7 ids that sort in the order they were
+    /// made (what keeps the switch's id index appending); `v4` random ones.
+    #[test]
+    fn v7_ids_are_time_ordered_and_v4_ids_random() {
+        let v7: Vec<String> = (0..1000).map(|_| Ids::V7.next()).collect();
+        assert!(v7.iter().all(|id| id.as_bytes()[14] == b'7'), "{v7:?}");
+        assert!(v7.windows(2).all(|w| w[0] < w[1]), "not in order");
+        let v4: Vec<String> = (0..1000).map(|_| Ids::V4.next()).collect();
+        assert!(v4.iter().all(|id| id.as_bytes()[14] == b'4'), "{v4:?}");
+        assert!(
+            !v4.windows(2).all(|w| w[0] < w[1]),
+            "v4 ids came out sorted"
+        );
+    }
 }
