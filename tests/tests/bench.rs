@@ -142,3 +142,32 @@ fn patch_mode_notifies_every_payee_of_the_commit() {
     assert_eq!(connections["per_dfsp_per_node"], 1, "{summary}");
     assert!(connections["requests_waited"].is_u64(), "{summary}");
 }
+
+/// Traffic goes to loopback only: a switch URL elsewhere (here the
+/// documentation network 192.0.2.0/24) is refused before any request is
+/// made, with a message that names it.
+#[test]
+fn a_switch_off_loopback_is_refused() {
+    for (fspiop, operator) in [
+        ("http://192.0.2.1:3000", "http://127.0.0.1:3001"),
+        (
+            "http://127.0.0.1:3000,http://192.0.2.1:3000",
+            "http://127.0.0.1:3001",
+        ),
+        ("http://127.0.0.1:3000", "http://192.0.2.1:3001"),
+    ] {
+        let output = Command::new(env!("CARGO_BIN_EXE_mojaswitch-bench"))
+            .args(["--fspiop-url", fspiop, "--operator-url", operator])
+            .args(["--rate", "10", "--ramp-s", "1", "--steady-s", "1"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .expect("run mojaswitch-bench");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{fspiop} {operator}: {stderr}");
+        assert!(
+            stderr.contains("loopback URLs only: http://192.0.2.1:"),
+            "{fspiop} {operator}: {stderr}"
+        );
+    }
+}
