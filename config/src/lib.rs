@@ -61,6 +61,14 @@ pub struct Config {
     /// cores a second one mostly waited for a core, and latency was lower
     /// with one (docs/performance.md); more cores may want more.
     pub storage_threads: usize,
+    /// Nice levels the storage runtime's threads (and the SQLite worker
+    /// threads they start) run above the process's other threads; 0 leaves
+    /// them alone. Every durable write passes one at a time through the
+    /// batch writer on these threads, so on a busy machine they should not
+    /// wait behind HTTP work for a core (docs/performance.md). Needs
+    /// CAP_SYS_NICE (root has it); without it the switch logs a warning and
+    /// runs at normal priority.
+    pub storage_thread_priority: u32,
     /// Messages a transfer actor may have queued.
     pub transfer_mailbox_capacity: usize,
     /// Transfers in flight (live transfer actors) at most; beyond it new prepares are refused with 2003.
@@ -143,6 +151,7 @@ impl Default for Config {
             shutdown_timeout_ms: 10_000,
             actor_threads: 1,
             storage_threads: 1,
+            storage_thread_priority: 10,
             transfer_mailbox_capacity: 64,
             transfers_in_flight_max: 100_000,
             position_pending_max: 20_000,
@@ -332,6 +341,9 @@ impl Config {
         }
         if self.storage_threads == 0 || self.storage_threads > 64 {
             return bad("storage_threads", "must be between 1 and 64");
+        }
+        if self.storage_thread_priority > 20 {
+            return bad("storage_thread_priority", "must be between 0 and 20");
         }
         if self.heartbeat_interval_ms == 0 || self.node_ttl_ms < 3 * self.heartbeat_interval_ms {
             return bad(
@@ -554,6 +566,10 @@ mod tests {
         assert!(err.contains("database_url"), "{err}");
         let err = refused("MOJASWITCH_STORAGE_THREADS", "0");
         assert!(err.contains("storage_threads"), "{err}");
+        for value in ["21", "-1"] {
+            let err = refused("MOJASWITCH_STORAGE_THREAD_PRIORITY", value);
+            assert!(err.contains("storage_thread_priority"), "{err}");
+        }
         let err = refused("MOJASWITCH_FSPIOP_PORT", "70000");
         assert!(err.contains("70000") || err.contains("fspiop"), "{err}");
     }

@@ -137,7 +137,7 @@ fn init_logging(config: &Config) {
 }
 
 fn migrate(config: &Config) -> anyhow::Result<()> {
-    let runtime = server::storage_runtime(config.storage_threads)?;
+    let runtime = server::storage_runtime(config.storage_threads, config.storage_thread_priority)?;
     let store = server::open_store(config, &runtime, true)?;
     runtime.block_on(store.ensure_hub(&config.hub_name))?;
     runtime.block_on(store.close());
@@ -147,7 +147,8 @@ fn migrate(config: &Config) -> anyhow::Result<()> {
 
 fn check(config: &Config) -> ExitCode {
     let run = || -> anyhow::Result<bool> {
-        let runtime = server::storage_runtime(config.storage_threads)?;
+        let runtime =
+            server::storage_runtime(config.storage_threads, config.storage_thread_priority)?;
         let store = server::open_store(config, &runtime, false)?;
         let reports = runtime.block_on(store.check_invariants())?;
         let mut all_hold = true;

@@ -62,13 +62,51 @@ pub enum StartError {
 }
 
 /// The runtime that owns all connections to the database and Redis.
-pub fn storage_runtime(threads: usize) -> std::io::Result<tokio::runtime::Runtime> {
+///
+/// Its threads run `priority` nice levels above the rest of the process
+/// (see [`raise_thread_priority`]); threads they start, such as SQLite's
+/// connection workers, inherit that.
+pub fn storage_runtime(threads: usize, priority: u32) -> std::io::Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .worker_threads(threads)
         .thread_name("storage")
+        .on_thread_start(move || raise_thread_priority(priority))
         .enable_all()
         .build()
 }
+
+/// Lowers the calling thread's nice value by `levels` (Linux keeps a nice
+/// value per thread, and new threads inherit their creator's).
+///
+/// The batch writer is the one serial step of every transfer: while it
+/// waits for a core behind HTTP work, every position's next batch waits
+/// too. On a machine with its cores nearly busy the storage threads
+/// therefore go first. Without CAP_SYS_NICE the kernel refuses; that is
+/// logged once and the thread runs at normal priority.
+#[cfg(target_os = "linux")]
+fn raise_thread_priority(levels: u32) {
+    static REFUSAL_LOGGED: std::sync::atomic::AtomicBool =
+        std::sync::atomic::AtomicBool::new(false);
+    if levels == 0 {
+        return;
+    }
+    let nice = -(levels.min(20) as libc::c_int);
+    // SAFETY: gettid and setpriority take plain integers and touch no
+    // memory of ours; PRIO_PROCESS with a thread id names that one thread.
+    let refused = unsafe {
+        let thread = libc::gettid() as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, thread, nice) != 0
+    };
+    if refused && !REFUSAL_LOGGED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        let error = std::io::Error::last_os_error();
+        tracing::warn!(%error, nice, "storage threads run at normal priority: raising it needs CAP_SYS_NICE (storage_thread_priority = 0 turns this off)");
+    }
+}
+
+/// Elsewhere nice values are per process (or not there): the storage
+/// threads run at normal priority.
+#[cfg(not(target_os = "linux"))]
+fn raise_thread_priority(_levels: u32) {}
 
 /// Connects to the database (and migrates it) on `runtime`.
 pub fn open_store(
@@ -80,18 +118,24 @@ pub fn open_store(
         connections_max: config.db_connections_max,
         acquire_timeout_ms: 5_000,
     };
-    runtime.block_on(async {
-        let store = Store::connect(&config.database_url, &settings).await?;
+    let url = config.database_url.clone();
+    // Connected from a storage thread, not the caller's: SQLite's worker
+    // threads are started by the connecting thread and inherit its priority.
+    let connect = runtime.spawn(async move {
+        let store = Store::connect(&url, &settings).await?;
         if migrate {
             store.migrate().await?;
         }
         Ok(store)
-    })
+    });
+    runtime
+        .block_on(connect)
+        .map_err(|_| StartError::Database(switch_storage::StorageError::RuntimeGone))?
 }
 
 /// Runs a node until SIGTERM or SIGINT.
 pub fn serve(config: Config) -> Result<(), StartError> {
-    let runtime = storage_runtime(config.storage_threads)?;
+    let runtime = storage_runtime(config.storage_threads, config.storage_thread_priority)?;
     let store = open_store(&config, &runtime, true)?;
     runtime.block_on(store.ensure_hub(&config.hub_name))?;
     let redis = match config.redis_url.as_str() {

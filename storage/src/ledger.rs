@@ -356,23 +356,65 @@ async fn write_owned_changes(
             last_per_account.push(change);
         }
     }
-    for change in last_per_account {
-        let updated = sqlx::query(
-            "UPDATE participant_position SET value = ?, reserved_value = ?, changed_date = ? WHERE participant_currency_id = ?",
-        )
-        .bind(to_units(change.value)?)
-        .bind(to_units(change.reserved_value)?)
-        .bind(now.to_string())
-        .bind(change.account_id)
-        .execute(&mut **tx)
-        .await?
-        .rows_affected();
-        if updated != 1 {
-            return Err(StorageError::Invariant(format!(
-                "account {} has no position row",
-                change.account_id
-            )));
-        }
+    for chunk in last_per_account.chunks(POSITION_UPDATES_MAX) {
+        update_positions(tx, chunk, now).await?;
+    }
+    Ok(())
+}
+
+/// Accounts whose position row one UPDATE sets at most.
+const POSITION_UPDATES_MAX: usize = 64;
+
+/// Sets the balances of several accounts (each named once) in one statement.
+///
+/// One statement instead of one per account: every statement is a round
+/// trip inside the writer's transaction (a hand-off to SQLite's worker
+/// thread and back, or a network exchange with MariaDB), and under load the
+/// waits between statements cost more than the statements. A batch moves
+/// most positions. The list is padded (repeating its last account) to a
+/// power of two so that only a handful of statement shapes are prepared and
+/// kept in the connection's statement cache.
+async fn update_positions(
+    tx: &mut Transaction<'_, Any>,
+    accounts: &[&AccountChange],
+    now: &str,
+) -> Result<()> {
+    assert!(accounts.len() <= POSITION_UPDATES_MAX);
+    let Some(last) = accounts.last() else {
+        return Ok(());
+    };
+    let padded = accounts.len().next_power_of_two();
+    let arms = vec!["WHEN ? THEN ?"; padded].join(" ");
+    let sql = format!(
+        "UPDATE participant_position SET value = CASE participant_currency_id {arms} END, \
+         reserved_value = CASE participant_currency_id {arms} END, changed_date = ? \
+         WHERE participant_currency_id IN ({})",
+        vec!["?"; padded].join(", ")
+    );
+    let rows = || {
+        accounts
+            .iter()
+            .chain(std::iter::repeat_n(last, padded - accounts.len()))
+    };
+    let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
+    for change in rows() {
+        query = query.bind(change.account_id).bind(to_units(change.value)?);
+    }
+    for change in rows() {
+        query = query
+            .bind(change.account_id)
+            .bind(to_units(change.reserved_value)?);
+    }
+    query = query.bind(now.to_string());
+    for change in rows() {
+        query = query.bind(change.account_id);
+    }
+    let updated = query.execute(&mut **tx).await?.rows_affected();
+    if updated != accounts.len() as u64 {
+        return Err(StorageError::Invariant(format!(
+            "{updated} of the accounts {:?} have a position row",
+            accounts.iter().map(|c| c.account_id).collect::<Vec<_>>()
+        )));
     }
     Ok(())
 }
@@ -484,5 +526,111 @@ impl Store {
                 .collect()
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(
+        account: &crate::participants::AccountRecord,
+        value: i64,
+        reserved: i64,
+    ) -> AccountChange {
+        AccountChange {
+            account_id: account.id,
+            position_id: account.position_id,
+            value: Decimal::from(value),
+            reserved_value: Decimal::from(reserved),
+            change_value: Decimal::from(value),
+            change_reserved: Decimal::from(reserved),
+            kind: "TEST".into(),
+            reference: None,
+        }
+    }
+
+    /// A batch that moves several positions (some more than once) leaves
+    /// each position row at its last change and the others untouched; a
+    /// batch naming an account without a position row writes nothing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn each_position_row_takes_its_last_change() {
+        let (store, dir) = crate::scratch_store("ledger-positions", 5_000).await;
+        let writer = crate::writer::tests::test_writer(&store);
+        let mut accounts = Vec::new();
+        for name in ["dfsp1", "dfsp2", "dfsp3"] {
+            let id = store
+                .create_participant(name, false)
+                .await
+                .expect("participant");
+            store
+                .create_accounts(id, "USD", &["POSITION", "SETTLEMENT"])
+                .await
+                .expect("accounts");
+            let participant = store
+                .participant(name)
+                .await
+                .expect("read")
+                .expect("exists");
+            accounts.extend(participant.accounts);
+        }
+        assert_eq!(accounts.len(), 6);
+        // Five accounts moved (padded to eight in the statement), the first
+        // twice; the sixth is not in the batch.
+        let changes = vec![
+            change(&accounts[0], 1, 7),
+            change(&accounts[1], -2, 0),
+            change(&accounts[2], 3, 1),
+            change(&accounts[0], 4, 5),
+            change(&accounts[3], -5, 0),
+            change(&accounts[4], 6, 2),
+        ];
+        writer
+            .write(LedgerWrite {
+                changes,
+                ..LedgerWrite::default()
+            })
+            .await
+            .expect("batch written");
+        let balances = || async {
+            let mut balances = Vec::new();
+            for name in ["dfsp1", "dfsp2", "dfsp3"] {
+                let participant = store
+                    .participant(name)
+                    .await
+                    .expect("read")
+                    .expect("exists");
+                balances.extend(
+                    participant
+                        .accounts
+                        .iter()
+                        .map(|a| (a.value, a.reserved_value)),
+                );
+            }
+            balances
+        };
+        let expected: Vec<(Decimal, Decimal)> = [(4, 5), (-2, 0), (3, 1), (-5, 0), (6, 2), (0, 0)]
+            .into_iter()
+            .map(|(v, r)| (Decimal::from(v), Decimal::from(r)))
+            .collect();
+        assert_eq!(balances().await, expected);
+
+        let mut missing = change(&accounts[5], 9, 9);
+        missing.account_id = 9_999;
+        let error = writer
+            .write(LedgerWrite {
+                changes: vec![change(&accounts[0], 100, 0), missing],
+                ..LedgerWrite::default()
+            })
+            .await
+            .expect_err("an account without a position row");
+        assert!(error.to_string().contains("1 of the accounts"), "{error}");
+        assert_eq!(
+            balances().await,
+            expected,
+            "nothing of the failed batch written"
+        );
+        store.close().await;
+        let _ = std::fs::remove_dir_all(dir);
     }
 }

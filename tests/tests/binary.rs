@@ -127,3 +127,60 @@ async fn health_reports_database_and_redis() {
     assert_eq!(body["errorInformation"]["errorCode"], "3002");
     assert!(switch.stop().success());
 }
+
+/// The nice value of each of `pid`'s threads, by thread name.
+fn thread_nice_values(pid: u32) -> Vec<(String, i64)> {
+    let tasks = std::fs::read_dir(format!("/proc/{pid}/task")).expect("the switch's threads");
+    let mut threads = Vec::new();
+    for task in tasks {
+        let path = task.expect("thread entry").path();
+        let name = std::fs::read_to_string(path.join("comm")).expect("comm");
+        let stat = std::fs::read_to_string(path.join("stat")).expect("stat");
+        // "tid (name) state ppid ...": the name may hold spaces, so count
+        // from its closing parenthesis; nice is the 19th field of the line.
+        let (_, after_name) = stat.rsplit_once(')').expect("stat format");
+        let nice = after_name
+            .split_whitespace()
+            .nth(16)
+            .and_then(|n| n.parse().ok())
+            .expect("nice field");
+        threads.push((name.trim().to_string(), nice));
+    }
+    threads
+}
+
+/// The storage runtime's threads and the SQLite workers they start run
+/// `storage_thread_priority` nice levels above the HTTP and actor threads;
+/// where the kernel refuses (no CAP_SYS_NICE) the switch says so and runs.
+#[tokio::test]
+async fn storage_threads_run_above_the_http_threads() {
+    let db = TestDb::new(Backend::Sqlite);
+    let switch = Switch::start(&db, &[("MOJASWITCH_STORAGE_THREAD_PRIORITY", "5")]).await;
+    let threads = thread_nice_values(switch.pid());
+    let nice_of = |prefix: &str| -> Vec<i64> {
+        threads
+            .iter()
+            .filter(|(name, _)| name.starts_with(prefix))
+            .map(|(_, nice)| *nice)
+            .collect()
+    };
+    let (storage, sqlite, actix) = (
+        nice_of("storage"),
+        nice_of("sqlx-sqlite"),
+        nice_of("actix-rt"),
+    );
+    assert!(
+        !storage.is_empty() && !sqlite.is_empty() && !actix.is_empty(),
+        "{threads:?}"
+    );
+    assert!(actix.iter().all(|n| *n == 0), "{threads:?}");
+    let refused = switch
+        .log_text()
+        .contains("storage threads run at normal priority");
+    let expected = if refused { 0 } else { -5 };
+    assert!(
+        storage.iter().chain(&sqlite).all(|n| *n == expected),
+        "expected nice {expected} (refusal logged: {refused}): {threads:?}"
+    );
+    assert!(switch.stop().success());
+}
