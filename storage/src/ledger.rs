@@ -15,7 +15,9 @@ use sqlx::{Any, AnyPool, Transaction};
 use crate::participants::AccountRecord;
 use crate::settlement::{write_account_steps, SettlementAccountStep};
 use crate::transfers::{write_transfer_rows, TransferWrite};
-use crate::{col, from_units, now_text, to_units, Result, StorageError, Store};
+use crate::{
+    col, from_units, now_text, padded_to_power_of_two, to_units, Result, StorageError, Store,
+};
 
 /// A change to an account owned by the writer, with the balances after it.
 #[derive(Debug, Clone, PartialEq)]
@@ -380,10 +382,11 @@ async fn update_positions(
     now: &str,
 ) -> Result<()> {
     assert!(accounts.len() <= POSITION_UPDATES_MAX);
-    let Some(last) = accounts.last() else {
+    if accounts.is_empty() {
         return Ok(());
-    };
-    let padded = accounts.len().next_power_of_two();
+    }
+    let rows = || padded_to_power_of_two(accounts);
+    let padded = rows().count();
     let arms = vec!["WHEN ? THEN ?"; padded].join(" ");
     let sql = format!(
         "UPDATE participant_position SET value = CASE participant_currency_id {arms} END, \
@@ -391,11 +394,6 @@ async fn update_positions(
          WHERE participant_currency_id IN ({})",
         vec!["?"; padded].join(", ")
     );
-    let rows = || {
-        accounts
-            .iter()
-            .chain(std::iter::repeat_n(last, padded - accounts.len()))
-    };
     let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
     for change in rows() {
         query = query.bind(change.account_id).bind(to_units(change.value)?);

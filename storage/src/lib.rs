@@ -524,6 +524,20 @@ fn begin_statement(pool: &AnyPool) -> &'static str {
     }
 }
 
+/// `items`, then its last item repeated up to the next power of two in all.
+///
+/// Statements whose size follows a batch (`IN (…)` lists, `CASE` arms) are
+/// padded this way so the database sees a handful of statement shapes and
+/// keeps them prepared instead of preparing one for every batch size.
+/// Repeating an item changes neither an `IN` nor a `CASE` (the first match
+/// wins).
+pub(crate) fn padded_to_power_of_two<T>(items: &[T]) -> impl Iterator<Item = &T> + Clone {
+    let padding = items.len().next_power_of_two() - items.len();
+    items
+        .iter()
+        .chain(items.last().into_iter().cycle().take(padding))
+}
+
 /// Reads a column, naming it in the error.
 pub(crate) fn col<'r, T>(row: &'r AnyRow, name: &str) -> Result<T>
 where
@@ -583,6 +597,16 @@ pub(crate) async fn scratch_store(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn padding_repeats_the_last_item_up_to_a_power_of_two() {
+        let padded = |items: &[u8]| padded_to_power_of_two(items).copied().collect::<Vec<_>>();
+        assert_eq!(padded(&[]), Vec::<u8>::new());
+        assert_eq!(padded(&[7]), [7]);
+        assert_eq!(padded(&[1, 2, 3]), [1, 2, 3, 3]);
+        assert_eq!(padded(&[1, 2, 3, 4]), [1, 2, 3, 4]);
+        assert_eq!(padded(&[1, 2, 3, 4, 5]), [1, 2, 3, 4, 5, 5, 5, 5]);
+    }
 
     /// A query that cannot get a connection in time is reported busy (the
     /// edge answers 2003), and the store works again once one is free.

@@ -6,7 +6,7 @@ use sqlx::{Any, AnyPool, Transaction};
 
 use std::collections::{BTreeSet, HashMap};
 
-use crate::{col, from_units, to_units, Result, StorageError, Store};
+use crate::{col, from_units, padded_to_power_of_two, to_units, Result, StorageError, Store};
 
 /// A prepare as it is stored.
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
@@ -134,17 +134,13 @@ pub(crate) async fn seqs_of(
 ) -> Result<HashMap<String, i64>> {
     let mut seqs = HashMap::with_capacity(ids.len());
     for chunk in ids.chunks(SEQ_LOOKUP_MAX) {
-        let Some(last) = chunk.last() else { continue };
-        let padded = chunk.len().next_power_of_two();
+        let ids = padded_to_power_of_two(chunk);
         let sql = format!(
             "SELECT transfer_id, transfer_seq FROM transfer WHERE transfer_id IN ({})",
-            vec!["?"; padded].join(", ")
+            vec!["?"; ids.clone().count()].join(", ")
         );
         let mut query = sqlx::query(sqlx::AssertSqlSafe(sql));
-        for id in chunk
-            .iter()
-            .chain(std::iter::repeat_n(last, padded - chunk.len()))
-        {
+        for id in ids {
             query = query.bind(id.to_string());
         }
         for row in query.fetch_all(&mut *conn).await? {
