@@ -632,7 +632,7 @@ mod tests {
 
     /// A new database on the test MariaDB: an admin connection, its name
     /// (to drop it at the end) and its URL.
-    async fn scratch_mariadb(tag: &str) -> (sqlx::AnyConnection, String, String) {
+    pub(crate) async fn scratch_mariadb(tag: &str) -> (sqlx::AnyConnection, String, String) {
         let server = std::env::var("MOJASWITCH_TEST_MYSQL_URL")
             .unwrap_or_else(|_| "mysql://mojaswitch:mojaswitch@127.0.0.1:3306".to_string());
         let name = format!("mjtest_{tag}_{}", std::process::id());
@@ -644,7 +644,7 @@ mod tests {
         (admin, name, url)
     }
 
-    async fn exec(conn: &mut sqlx::AnyConnection, sql: &str) -> Result<()> {
+    pub(crate) async fn exec(conn: &mut sqlx::AnyConnection, sql: &str) -> Result<()> {
         sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
             .execute(conn)
             .await?;
