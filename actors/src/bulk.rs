@@ -371,10 +371,10 @@ async fn prepare_lines(
         .map(|(line_no, transfer)| {
             let id = transfer.transfer_id.clone();
             let prepare = Prepare {
-                transfer,
+                transfer: Arc::new(transfer),
                 source: source.to_string(),
                 forward: ForwardedMessage {
-                    headers: Vec::new(),
+                    headers: Default::default(),
                     body: bytes::Bytes::new(),
                 },
             };
@@ -815,7 +815,7 @@ fn not_found() -> FspiopError {
 
 fn empty_message() -> ForwardedMessage {
     ForwardedMessage {
-        headers: Vec::new(),
+        headers: Default::default(),
         body: bytes::Bytes::new(),
     }
 }

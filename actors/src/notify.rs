@@ -11,7 +11,9 @@ use crate::error::FspiopError;
 /// method, tracing, source, destination, content type, date).
 #[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ForwardedMessage {
-    pub headers: Vec<(String, String)>,
+    /// Shared: the message is cloned on its way (a redelivered ask, the
+    /// callback queue) and its headers never change after it was received.
+    pub headers: std::sync::Arc<Vec<(String, String)>>,
     pub body: bytes::Bytes,
 }
 

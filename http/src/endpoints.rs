@@ -87,12 +87,26 @@ impl EndpointCache {
     }
 }
 
-/// Substitutes `{{name}}` placeholders; unknown placeholders stay as they are.
+/// Substitutes `{{name}}` placeholders in one pass (a substituted value is
+/// not searched again); unknown placeholders stay as they are.
 pub fn render(template: &str, values: &[(&str, &str)]) -> String {
-    let mut url = template.to_string();
-    for (name, value) in values {
-        url = url.replace(&format!("{{{{{name}}}}}"), value);
+    let mut url = String::with_capacity(template.len() + 64);
+    let mut rest = template;
+    while let Some(open) = rest.find("{{") {
+        url.push_str(&rest[..open]);
+        let after = &rest[open + 2..];
+        let Some(close) = after.find("}}") else {
+            url.push_str(&rest[open..]);
+            return url;
+        };
+        let name = &after[..close];
+        match values.iter().find(|(known, _)| *known == name) {
+            Some((_, value)) => url.push_str(value),
+            None => url.push_str(&rest[open..open + 2 + close + 2]),
+        }
+        rest = &after[close + 2..];
     }
+    url.push_str(rest);
     url
 }
 
@@ -113,5 +127,17 @@ mod tests {
             render("http://dfsp/{{other}}", &[("transferId", "abc")]),
             "http://dfsp/{{other}}"
         );
+        assert_eq!(
+            render(
+                "http://{{fsp}}:80/{{fsp}}/t/{{transferId}}{{ {{x}}",
+                &[("transferId", "a{{fsp}}"), ("fsp", "p")]
+            ),
+            "http://p:80/p/t/a{{fsp}}{{ {{x}}"
+        );
+        assert_eq!(
+            render("http://dfsp/{{open", &[("open", "x")]),
+            "http://dfsp/{{open"
+        );
+        assert_eq!(render("", &[("a", "b")]), "");
     }
 }

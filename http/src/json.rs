@@ -10,6 +10,37 @@ use switch_actors::ErrorCode;
 
 use crate::errors::{ApiError, ApiResult};
 
+/// The value a JSON pointer (RFC 6901) names, like `Value::pointer`, but
+/// without its copy of every token: the hot paths read half a dozen fixed
+/// pointers from every prepare and fulfil. Only a pointer with an escape
+/// (`~0`, `~1`) takes `Value::pointer`'s way.
+pub fn at<'a>(value: &'a Value, pointer: &str) -> Option<&'a Value> {
+    if pointer.contains('~') {
+        return value.pointer(pointer);
+    }
+    if pointer.is_empty() {
+        return Some(value);
+    }
+    let tokens = pointer.strip_prefix('/')?;
+    tokens
+        .split('/')
+        .try_fold(value, |target, token| match target {
+            Value::Object(fields) => fields.get(token),
+            Value::Array(items) => array_index(token).and_then(|i| items.get(i)),
+            _ => None,
+        })
+}
+
+/// An array index token: digits without a leading zero (RFC 6901).
+fn array_index(token: &str) -> Option<usize> {
+    let canonical = token == "0" || !token.starts_with('0');
+    if canonical && !token.is_empty() && token.bytes().all(|b| b.is_ascii_digit()) {
+        token.parse().ok()
+    } else {
+        None
+    }
+}
+
 /// A parsed JSON object body.
 pub struct Body {
     fields: Map<String, Value>,
@@ -173,4 +204,46 @@ pub fn valid_correlation_id(id: &str) -> bool {
             c.is_ascii_digit() || "ABCDEFGHJKMNPQRSTVWXYZ".contains(c.to_ascii_uppercase())
         });
     uuid || ulid
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    /// `at` must name the same value as `Value::pointer` for every pointer.
+    #[test]
+    fn at_agrees_with_value_pointer() {
+        let body = json!({
+            "transferId": "t1",
+            "amount": {"amount": "10", "currency": "USD"},
+            "lines": [{"id": "a"}, {"id": "b"}],
+            "": {"empty": true},
+            "a/b": 1,
+            "m~n": 2,
+            "01": "zero-one"
+        });
+        let pointers = [
+            "",
+            "/transferId",
+            "/amount/currency",
+            "/amount/missing",
+            "/lines/1/id",
+            "/lines/01",
+            "/lines/2",
+            "/lines/-",
+            "/lines/x",
+            "/transferId/deeper",
+            "/",
+            "//empty",
+            "/a~1b",
+            "/m~0n",
+            "/01",
+            "transferId",
+        ];
+        for pointer in pointers {
+            assert_eq!(at(&body, pointer), body.pointer(pointer), "{pointer:?}");
+        }
+        assert_eq!(at(&body, "/amount/currency"), Some(&json!("USD")));
+    }
 }

@@ -123,9 +123,16 @@ impl Metrics {
             .observe(seconds);
     }
 
-    fn observe(&self, api: &str, method: &str, route: &str, status: u16, seconds: f64) {
+    fn observe(
+        &self,
+        api: &str,
+        method: &str,
+        route: &str,
+        status: actix_web::http::StatusCode,
+        seconds: f64,
+    ) {
         self.requests
-            .with_label_values(&[api, method, route, &status.to_string()])
+            .with_label_values(&[api, method, route, status.as_str()])
             .inc();
         self.latency
             .with_label_values(&[api, method, route])
@@ -147,7 +154,6 @@ pub async fn record(
     next: Next<impl MessageBody>,
 ) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let started = Instant::now();
-    let method = request.method().to_string();
     let response = next.call(request).await?;
     let route = response
         .request()
@@ -155,9 +161,9 @@ pub async fn record(
         .unwrap_or_else(|| "unmatched".to_string());
     metrics.observe(
         api,
-        &method,
+        response.request().method().as_str(),
         &route,
-        response.status().as_u16(),
+        response.status(),
         started.elapsed().as_secs_f64(),
     );
     Ok(response)

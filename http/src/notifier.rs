@@ -65,7 +65,12 @@ impl CallbackLedger {
             .by_participant
             .lock()
             .unwrap_or_else(|p| p.into_inner());
-        change(map.entry(participant.to_string()).or_default());
+        // Looked up before inserting: a key is copied once per participant,
+        // not once per callback.
+        match map.get_mut(participant) {
+            Some(stats) => change(stats),
+            None => change(map.entry(participant.to_string()).or_default()),
+        }
     }
 
     pub fn of(&self, participant: &str) -> CallbackStats {
@@ -268,7 +273,8 @@ fn target_url(template: &str, target: &switch_actors::notify::Target) -> String 
 struct Rendered {
     method: hyper::Method,
     url: String,
-    headers: Vec<(String, String)>,
+    /// Shared with the message it forwards, if any (never copied per attempt).
+    headers: Arc<Vec<(String, String)>>,
     body: bytes::Bytes,
 }
 
@@ -305,7 +311,7 @@ impl Delivery {
             .await?
             .ok_or_else(|| format!("{to} has no {kind} endpoint"))?;
         let hub_headers = |transfer_id: &str, method: &str, suffix: &str, version: &str| {
-            vec![
+            Arc::new(vec![
                 (
                     "content-type".to_string(),
                     content_type(Resource::Transfers, version_of(version)),
@@ -318,7 +324,7 @@ impl Delivery {
                     "fspiop-uri".to_string(),
                     format!("/transfers/{transfer_id}{suffix}"),
                 ),
-            ]
+            ])
         };
         match notification {
             Notification::Forward {
@@ -373,7 +379,7 @@ impl Delivery {
                 method: hyper::Method::from_bytes(message.method.as_bytes())
                     .map_err(|e| e.to_string())?,
                 url: target_url(&template, &message.target),
-                headers: vec![
+                headers: Arc::new(vec![
                     (
                         "content-type".to_string(),
                         format!(
@@ -387,7 +393,7 @@ impl Delivery {
                     ("fspiop-destination".to_string(), to.to_string()),
                     ("fspiop-http-method".to_string(), message.method.to_string()),
                     ("fspiop-uri".to_string(), message.uri.clone()),
-                ],
+                ]),
                 body: message.body.clone(),
             }),
         }
@@ -437,7 +443,7 @@ impl Delivery {
         let mut request = hyper::Request::builder()
             .method(rendered.method.clone())
             .uri(rendered.url.as_str());
-        for (name, value) in &rendered.headers {
+        for (name, value) in rendered.headers.iter() {
             request = request.header(name.as_str(), value.as_str());
         }
         let request = request

@@ -529,7 +529,10 @@ mod tests {
 
     fn prepared(ids: &[&str]) -> LedgerWrite {
         let mut write = entered(ids, "RESERVED");
-        write.transfers.transfers = ids.iter().map(|id| test_transfer(id)).collect();
+        write.transfers.transfers = ids
+            .iter()
+            .map(|id| std::sync::Arc::new(test_transfer(id)))
+            .collect();
         write
     }
 

@@ -104,6 +104,60 @@ impl LedgerWrite {
         self.fences.extend(other.fences);
     }
 
+    /// How many rows of each kind this write holds.
+    pub fn shape(&self) -> WriteShape {
+        let t = &self.transfers;
+        WriteShape([
+            self.changes.len(),
+            self.increments.len(),
+            self.limits.len(),
+            self.admin_transfers.len(),
+            self.admin_states.len(),
+            t.transfers.len(),
+            t.states.len(),
+            t.fulfilments.len(),
+            t.errors.len(),
+            t.hashes.len(),
+            self.settlement_steps.len(),
+            self.gross_payee.len(),
+            self.gross_payer.len(),
+            self.fences.len(),
+        ])
+    }
+
+    /// Takes the last write appended off a merged write: the inverse of
+    /// [`LedgerWrite::append`], given the shape the appended write had.
+    pub fn split_last(&mut self, shape: WriteShape) -> LedgerWrite {
+        fn tail<T>(rows: &mut Vec<T>, n: usize) -> Vec<T> {
+            assert!(
+                n <= rows.len(),
+                "a write's shape is larger than the merged write"
+            );
+            rows.split_off(rows.len() - n)
+        }
+        let [changes, increments, limits, admin_transfers, admin_states, transfers, states, fulfilments, errors, hashes, settlement_steps, gross_payee, gross_payer, fences] =
+            shape.0;
+        let t = &mut self.transfers;
+        LedgerWrite {
+            changes: tail(&mut self.changes, changes),
+            increments: tail(&mut self.increments, increments),
+            limits: tail(&mut self.limits, limits),
+            admin_transfers: tail(&mut self.admin_transfers, admin_transfers),
+            admin_states: tail(&mut self.admin_states, admin_states),
+            transfers: TransferWrite {
+                transfers: tail(&mut t.transfers, transfers),
+                states: tail(&mut t.states, states),
+                fulfilments: tail(&mut t.fulfilments, fulfilments),
+                errors: tail(&mut t.errors, errors),
+                hashes: tail(&mut t.hashes, hashes),
+            },
+            settlement_steps: tail(&mut self.settlement_steps, settlement_steps),
+            gross_payee: tail(&mut self.gross_payee, gross_payee),
+            gross_payer: tail(&mut self.gross_payer, gross_payer),
+            fences: tail(&mut self.fences, fences),
+        }
+    }
+
     pub fn is_empty(&self) -> bool {
         self.transfers.is_empty()
             && self.changes.is_empty()
@@ -116,6 +170,11 @@ impl LedgerWrite {
             && self.gross_payer.is_empty()
     }
 }
+
+/// The row counts of a [`LedgerWrite`], one per kind of row, so that a
+/// merged batch can be taken apart again without having been copied.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WriteShape([usize; 14]);
 
 /// What a position actor needs to start: its accounts and its limit.
 #[derive(Debug, Clone, PartialEq)]
@@ -530,6 +589,58 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A write with `n` rows of a few kinds, each naming `tag`.
+    fn write_of(tag: &str, n: usize) -> LedgerWrite {
+        let mut write = LedgerWrite::default();
+        for i in 0..n {
+            let id = format!("{tag}-{i}");
+            write
+                .transfers
+                .transfers
+                .push(std::sync::Arc::new(crate::transfers::test_transfer(&id)));
+            write
+                .transfers
+                .states
+                .push(crate::transfers::TransferStateChange {
+                    transfer_id: id.clone(),
+                    state: "RESERVED".into(),
+                    reason: None,
+                });
+            write.gross_payer.push(id);
+        }
+        if n % 2 == 1 {
+            write.increments.push(AccountIncrement {
+                account_id: n as i64,
+                change_value: Decimal::ONE,
+                kind: tag.into(),
+                reference: None,
+            });
+        }
+        write
+    }
+
+    /// The writer moves requests' rows into one batch and, when the batch
+    /// fails, takes them apart again: every request must get back exactly
+    /// its own rows.
+    #[test]
+    fn a_merged_write_splits_back_into_its_parts() {
+        let parts: Vec<LedgerWrite> = [("a", 3), ("b", 0), ("c", 2), ("d", 1)]
+            .iter()
+            .map(|(tag, n)| write_of(tag, *n))
+            .collect();
+        let mut merged = LedgerWrite::default();
+        let shapes: Vec<WriteShape> = parts.iter().map(LedgerWrite::shape).collect();
+        for part in parts.clone() {
+            merged.append(part);
+        }
+        assert_eq!(merged.transfers.transfers.len(), 6);
+        let mut back: Vec<LedgerWrite> =
+            shapes.iter().rev().map(|s| merged.split_last(*s)).collect();
+        back.reverse();
+        assert_eq!(back, parts);
+        assert_eq!(merged, LedgerWrite::default());
+    }
 
     fn change(
         account: &crate::participants::AccountRecord,

@@ -170,7 +170,7 @@ mod tests {
     fn prepare(id: &str) -> LedgerWrite {
         LedgerWrite {
             transfers: TransferWrite {
-                transfers: vec![test_transfer(id)],
+                transfers: vec![std::sync::Arc::new(test_transfer(id))],
                 states: vec![TransferStateChange {
                     transfer_id: id.into(),
                     state: "RESERVED".into(),

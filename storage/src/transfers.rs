@@ -91,7 +91,8 @@ pub struct TransferRecord {
 /// The transfer rows of one write batch.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct TransferWrite {
-    pub transfers: Vec<NewTransfer>,
+    /// Shared with the transfer's actor, which keeps the prepare it wrote.
+    pub transfers: Vec<std::sync::Arc<NewTransfer>>,
     pub states: Vec<TransferStateChange>,
     pub fulfilments: Vec<NewFulfilment>,
     pub errors: Vec<NewTransferError>,

@@ -153,9 +153,14 @@ async fn run(
             gather(&mut requests, &mut batch, last_writes.min(batch_writes_max)).await;
         }
         last_writes = batch.len();
+        // The rows are moved, not copied: should the batch fail, the
+        // shapes give each request its own rows back.
         let mut merged = LedgerWrite::default();
-        for request in &batch {
-            merged.append(request.write.clone());
+        let mut shapes = Vec::with_capacity(batch.len());
+        for request in &mut batch {
+            let write = std::mem::take(&mut request.write);
+            shapes.push(write.shape());
+            merged.append(write);
         }
         let started = std::time::Instant::now();
         let outcome = apply(&mut conn, &merged).await;
@@ -180,6 +185,14 @@ async fn run(
                 // Nothing was written. Write each request alone, so that one
                 // bad write fails only its own sender.
                 tracing::warn!(%error, writes = batch.len(), "ledger batch failed; writing its requests one by one");
+                for (request, shape) in batch.iter_mut().zip(&shapes).rev() {
+                    request.write = merged.split_last(*shape);
+                }
+                assert_eq!(
+                    merged,
+                    LedgerWrite::default(),
+                    "every row went back to its request"
+                );
                 for request in batch.drain(..) {
                     let outcome = apply(&mut conn, &request.write).await;
                     if let Err(error) = &outcome {

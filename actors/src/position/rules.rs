@@ -82,7 +82,7 @@ pub enum PositionCommand {
     },
     /// A prepare on the payer's position: liquidity cover, then net debit cap.
     Reserve {
-        transfer: NewTransfer,
+        transfer: std::sync::Arc<NewTransfer>,
         now_ms: i64,
     },
     /// A fulfil on the payee's position.
@@ -378,7 +378,7 @@ pub fn liquidity_available(book: &PositionBook) -> Decimal {
 
 /// The prepare check of the reference hub (section 5.2): liquidity cover
 /// first (4001), then the net debit cap (4200).
-fn reserve(book: &PositionBook, transfer: NewTransfer, now_ms: i64) -> Decision {
+fn reserve(book: &PositionBook, transfer: std::sync::Arc<NewTransfer>, now_ms: i64) -> Decision {
     let id = transfer.transfer_id.clone();
     let mut write = LedgerWrite::default();
     let mut states = vec![transfer_state(&id, "RECEIVED_PREPARE", None)];
@@ -1066,7 +1066,7 @@ mod tests {
                 reason: "paid \"out\" ✓".into(),
             },
             PositionCommand::Reserve {
-                transfer: NewTransfer {
+                transfer: std::sync::Arc::new(NewTransfer {
                     transfer_id: "t-1".into(),
                     payer_fsp: "payerfsp".into(),
                     payee_fsp: "payeefsp".into(),
@@ -1079,7 +1079,7 @@ mod tests {
                     prepare_hash: "cHJlcGFyZQ==".into(),
                     content_version: "1.1".into(),
                     bulk_transfer_id: Some("bulk-9".into()),
-                },
+                }),
                 now_ms: 1_700_000_000_123,
             },
             PositionCommand::Commit {

@@ -105,7 +105,9 @@ type Reply = ResponseFuture<Result<(), FspiopError>>;
 #[derive(Debug, Clone, Message, serde::Serialize, serde::Deserialize)]
 #[rtype(result = "Result<(), FspiopError>")]
 pub struct Prepare {
-    pub transfer: NewTransfer,
+    /// Shared: the prepare is cloned on its way (a redelivered ask, the
+    /// position command, the record) and never changes once received.
+    pub transfer: Arc<NewTransfer>,
     pub source: String,
     pub forward: crate::notify::ForwardedMessage,
 }
@@ -264,7 +266,7 @@ impl TransferActor {
 async fn commit_and_settle(
     services: Arc<TransferServices>,
     fence: Option<Fence>,
-    record: NewTransfer,
+    record: Arc<NewTransfer>,
     fulfilment: NewFulfilment,
     hash: MessageHash,
 ) -> Result<bool, FspiopError> {
@@ -485,13 +487,13 @@ impl Handler<Prepare> for TransferActor {
 
 /// The rows recording a prepare that failed validation (state INVALID).
 fn invalid_record(
-    mut transfer: NewTransfer,
+    mut transfer: Arc<NewTransfer>,
     error: &FspiopError,
     fence: Option<Fence>,
 ) -> LedgerWrite {
     if switch_storage::to_units(transfer.amount).is_err() {
         // Kept for audit even when the amount cannot be stored exactly.
-        transfer.amount = Decimal::ZERO;
+        Arc::make_mut(&mut transfer).amount = Decimal::ZERO;
     }
     let id = transfer.transfer_id.clone();
     LedgerWrite {

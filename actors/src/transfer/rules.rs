@@ -52,7 +52,7 @@ pub fn api_state(internal: &str) -> &'static str {
 /// A transfer as the actor holds it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Transfer {
-    pub record: NewTransfer,
+    pub record: std::sync::Arc<NewTransfer>,
     pub state: String,
     pub fulfilment: Option<String>,
     pub completed_timestamp: Option<String>,
@@ -63,7 +63,7 @@ pub struct Transfer {
 impl Transfer {
     pub fn from_record(record: TransferRecord) -> Transfer {
         Transfer {
-            record: record.transfer,
+            record: std::sync::Arc::new(record.transfer),
             state: record.state,
             fulfilment: record.fulfilment,
             completed_timestamp: record.completed_timestamp,
@@ -633,7 +633,7 @@ mod tests {
 
     fn reserved(now_ms: i64) -> Transfer {
         Transfer {
-            record: record(now_ms),
+            record: std::sync::Arc::new(record(now_ms)),
             state: state::RESERVED.into(),
             fulfilment: None,
             completed_timestamp: None,
@@ -653,7 +653,7 @@ mod tests {
             completed_ms: Some(now_ms),
             content_version: "1.1".into(),
             forward: ForwardedMessage {
-                headers: vec![],
+                headers: Default::default(),
                 body: bytes::Bytes::from_static(b"{}"),
             },
         }

@@ -152,12 +152,9 @@ fn hub_message(
 }
 
 fn with_destination(mut message: ForwardedMessage, destination: &str) -> ForwardedMessage {
-    message
-        .headers
-        .retain(|(name, _)| name != "fspiop-destination");
-    message
-        .headers
-        .push(("fspiop-destination".to_string(), destination.to_string()));
+    let headers = std::sync::Arc::make_mut(&mut message.headers);
+    headers.retain(|(name, _)| name != "fspiop-destination");
+    headers.push(("fspiop-destination".to_string(), destination.to_string()));
     message
 }
 

@@ -165,8 +165,7 @@ async fn post(
     state.overload.admit_new_transaction()?;
     let schema = route.post_schema.unwrap_or(route.put_schema);
     let body = checked_body(&state, &headers, schema, &bytes)?;
-    let id = body
-        .pointer(route.post_id)
+    let id = crate::json::at(&body, route.post_id)
         .and_then(Value::as_str)
         .unwrap_or_default()
         .to_string();
@@ -177,7 +176,7 @@ async fn post(
         .or_else(|| {
             route
                 .post_destination
-                .and_then(|p| body.pointer(p))
+                .and_then(|p| crate::json::at(&body, p))
                 .and_then(Value::as_str)
                 .map(str::to_string)
         })
@@ -358,8 +357,7 @@ async fn destination_refusal(
     if let (true, Some(body)) = (quote, post_body) {
         // The quoting service's check: both parties hold an active account
         // in the quote's currency.
-        let currency = body
-            .pointer("/amount/currency")
+        let currency = crate::json::at(body, "/amount/currency")
             .and_then(Value::as_str)
             .unwrap_or_default();
         let source = state.participants.get(&outgoing.source).await?;

@@ -47,7 +47,7 @@ const FORWARDED_HEADERS: &[&str] = &[
 ];
 
 pub fn forwarded(request: &HttpRequest, body: &web::Bytes) -> ForwardedMessage {
-    let headers = request
+    let headers: Vec<(String, String)> = request
         .headers()
         .iter()
         .filter(|(name, _)| FORWARDED_HEADERS.contains(&name.as_str()))
@@ -56,7 +56,7 @@ pub fn forwarded(request: &HttpRequest, body: &web::Bytes) -> ForwardedMessage {
         })
         .collect();
     ForwardedMessage {
-        headers,
+        headers: std::sync::Arc::new(headers),
         body: body.clone(),
     }
 }
@@ -86,7 +86,7 @@ pub fn checked_body(
 
 /// A required string member of a JSON body, by JSON pointer.
 pub fn text(body: &Value, pointer: &str) -> ApiResult<String> {
-    body.pointer(pointer)
+    crate::json::at(body, pointer)
         .and_then(Value::as_str)
         .map(str::to_string)
         .ok_or_else(|| {
@@ -168,7 +168,7 @@ async fn prepare(
         bulk_transfer_id: None,
     };
     let message = Prepare {
-        transfer,
+        transfer: std::sync::Arc::new(transfer),
         source: headers.source,
         forward: forwarded(&request, &bytes),
     };
