@@ -105,23 +105,43 @@ impl LedgerWrite {
     }
 
     /// How many rows of each kind this write holds.
+    /// Destructured in full: a new kind of row is a compile error here
+    /// (and in `split_last`), never a row the writer silently loses.
     pub fn shape(&self) -> WriteShape {
-        let t = &self.transfers;
+        let LedgerWrite {
+            changes,
+            increments,
+            limits,
+            admin_transfers,
+            admin_states,
+            transfers:
+                TransferWrite {
+                    transfers,
+                    states,
+                    fulfilments,
+                    errors,
+                    hashes,
+                },
+            settlement_steps,
+            gross_payee,
+            gross_payer,
+            fences,
+        } = self;
         WriteShape([
-            self.changes.len(),
-            self.increments.len(),
-            self.limits.len(),
-            self.admin_transfers.len(),
-            self.admin_states.len(),
-            t.transfers.len(),
-            t.states.len(),
-            t.fulfilments.len(),
-            t.errors.len(),
-            t.hashes.len(),
-            self.settlement_steps.len(),
-            self.gross_payee.len(),
-            self.gross_payer.len(),
-            self.fences.len(),
+            changes.len(),
+            increments.len(),
+            limits.len(),
+            admin_transfers.len(),
+            admin_states.len(),
+            transfers.len(),
+            states.len(),
+            fulfilments.len(),
+            errors.len(),
+            hashes.len(),
+            settlement_steps.len(),
+            gross_payee.len(),
+            gross_payer.len(),
+            fences.len(),
         ])
     }
 
