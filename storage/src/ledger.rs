@@ -695,18 +695,9 @@ mod tests {
     /// position whose last change leaves it as it was must still count.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn each_position_row_takes_its_last_change_on_mariadb() {
-        let (mut admin, name, url) = crate::tests::scratch_mariadb("ledger_positions").await;
-        let settings = crate::PoolSettings {
-            connections_max: 2,
-            acquire_timeout_ms: 5_000,
-        };
-        let store = Store::connect(&url, &settings).await.expect("connect");
-        store.migrate().await.expect("migrate");
+        let (store, admin, name) = crate::tests::scratch_mariadb_store("ledger_positions").await;
         last_changes_win(&store).await;
-        store.close().await;
-        crate::tests::exec(&mut admin, &format!("DROP DATABASE {name}"))
-            .await
-            .expect("drop");
+        crate::tests::drop_scratch_mariadb(store, admin, name).await;
     }
 
     async fn last_changes_win(store: &Store) {

@@ -644,6 +644,30 @@ mod tests {
         (admin, name, url)
     }
 
+    /// A migrated store (two connections) on a new database of the test
+    /// MariaDB; [`drop_scratch_mariadb`] closes it and drops the database.
+    pub(crate) async fn scratch_mariadb_store(tag: &str) -> (Store, sqlx::AnyConnection, String) {
+        let (admin, name, url) = scratch_mariadb(tag).await;
+        let settings = PoolSettings {
+            connections_max: 2,
+            acquire_timeout_ms: 5_000,
+        };
+        let store = Store::connect(&url, &settings).await.expect("connect");
+        store.migrate().await.expect("migrate");
+        (store, admin, name)
+    }
+
+    pub(crate) async fn drop_scratch_mariadb(
+        store: Store,
+        mut admin: sqlx::AnyConnection,
+        name: String,
+    ) {
+        store.close().await;
+        exec(&mut admin, &format!("DROP DATABASE {name}"))
+            .await
+            .expect("drop");
+    }
+
     pub(crate) async fn exec(conn: &mut sqlx::AnyConnection, sql: &str) -> Result<()> {
         sqlx::query(sqlx::AssertSqlSafe(sql.to_string()))
             .execute(conn)

@@ -54,6 +54,9 @@ fn assert_all_committed(summary: &Value, expected: u64) -> u64 {
     assert_eq!(summary["counts"]["failed"], 0, "{summary}");
     assert_eq!(summary["books"]["counts_match"], true, "{summary}");
     assert_eq!(summary["books"]["ledger_check_passed"], true, "{summary}");
+    // How long `mojaswitch check` took, for runs long enough to matter.
+    let check_s = summary["books"]["ledger_check_s"].as_f64().unwrap_or(0.0);
+    assert!(check_s > 0.0 && check_s < 600.0, "{summary}");
     committed
 }
 

@@ -2292,6 +2292,7 @@ async fn run(args: Args) -> anyhow::Result<i32> {
                 .and_then(|r| r.first()?.parse().ok()),
             None => count_rows(&url, &count_sql).await,
         };
+        let check_started = Instant::now();
         let (check_ok, report) = match switch_command(&bin, &url).arg("check").output() {
             Ok(out) => (
                 out.status.success(),
@@ -2303,6 +2304,7 @@ async fn run(args: Args) -> anyhow::Result<i32> {
             ),
             Err(e) => (false, format!("could not run {} check: {e}", bin.display())),
         };
+        let check_seconds = check_started.elapsed().as_secs_f64();
         // Transfers the payers heard committed: with --bulk, the committed
         // lines (N x committed bulks, plus those of bulks with failed lines).
         let heard = match bulk {
@@ -2328,6 +2330,7 @@ async fn run(args: Args) -> anyhow::Result<i32> {
             "outcome_unknown_to_generator": outcome_unknown,
             "committed_without_callback_in_time": db_committed.map(|d| d as i64 - heard as i64),
             "ledger_check_passed": check_ok,
+            "ledger_check_s": check_seconds,
             "switch_stopped_cleanly": clean_stop,
             "ledger_check_report": report.trim(),
         });
