@@ -214,16 +214,6 @@ async fn check_admin_transfers_final(tx: &mut Snapshot<'_>) -> Result<InvariantR
     Ok(report)
 }
 
-/// Joins each transfer `t` to its newest state `s` (one row per transfer).
-/// The state index (`transfer_seq`, id) answers the `MAX` for each transfer.
-macro_rules! newest_state_of_t {
-    () => {
-        "transfer_state_change s ON s.transfer_seq = t.transfer_seq \
-         AND s.transfer_state_change_id = (SELECT MAX(x.transfer_state_change_id) \
-         FROM transfer_state_change x WHERE x.transfer_seq = t.transfer_seq)"
-    };
-}
-
 /// The position change kinds a transfer makes.
 macro_rules! transfer_move_kinds {
     () => {

@@ -662,6 +662,91 @@ mod tests {
         assert_eq!(merged, LedgerWrite::default());
     }
 
+    /// Batches of any size write each row once and in order: the rows go
+    /// out in multi-row INSERTs of at most `INSERT_ROWS_MAX` rows, and one
+    /// transfer's states must keep their order (its newest state is the one
+    /// with the highest id).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn batches_of_any_size_write_every_row_once_in_order() {
+        let (store, dir) = crate::scratch_store("ledger-rows", 5_000).await;
+        every_row_once_in_order(&store).await;
+        store.close().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn batches_of_any_size_write_every_row_once_in_order_on_mariadb() {
+        let (store, admin, name) = crate::tests::scratch_mariadb_store("ledger_rows").await;
+        every_row_once_in_order(&store).await;
+        crate::tests::drop_scratch_mariadb(store, admin, name).await;
+    }
+
+    async fn every_row_once_in_order(store: &Store) {
+        use crate::transfers::{MessageHash, NewTransferError, TransferStateChange};
+        let writer = crate::writer::tests::test_writer(store);
+        for n in [
+            1usize,
+            3,
+            INSERT_ROWS_MAX,
+            INSERT_ROWS_MAX + 1,
+            2 * INSERT_ROWS_MAX + 50,
+        ] {
+            let id = |i: usize| format!("rows{n}-{i}");
+            let mut write = TransferWrite::default();
+            for i in 0..n {
+                let transfer = crate::transfers::test_transfer(&id(i));
+                write.transfers.push(std::sync::Arc::new(transfer));
+                for state in ["RECEIVED_PREPARE", "RESERVED"] {
+                    write.states.push(TransferStateChange {
+                        transfer_id: id(i),
+                        state: state.into(),
+                        reason: None,
+                    });
+                }
+                write.errors.push(NewTransferError {
+                    transfer_id: id(i),
+                    error_code: "3100".into(),
+                    error_description: format!("error {i}"),
+                });
+                write.hashes.push(MessageHash {
+                    transfer_id: id(i),
+                    kind: "ERROR".into(),
+                    hash: format!("hash {i}"),
+                });
+            }
+            writer
+                .write(LedgerWrite {
+                    transfers: write,
+                    ..LedgerWrite::default()
+                })
+                .await
+                .expect("batch written");
+            for i in [0, n / 2, n - 1] {
+                let record = store.transfer(&id(i)).await.expect("read");
+                let record = record.expect("written");
+                assert_eq!(record.state, "RESERVED", "{}", id(i));
+                let error = ("3100".to_string(), format!("error {i}"));
+                assert_eq!(record.last_error, Some(error));
+                assert_eq!(record.error_hash, Some(format!("hash {i}")));
+            }
+            for (table, per_transfer) in [
+                ("transfer", 1),
+                ("transfer_state_change", 2),
+                ("transfer_error", 1),
+                ("transfer_duplicate_check", 1),
+            ] {
+                let sql = format!("SELECT COUNT(*) AS n FROM {table} WHERE transfer_id LIKE ?");
+                let row = sqlx::query(sqlx::AssertSqlSafe(sql))
+                    .bind(format!("rows{n}-%"))
+                    .fetch_one(&store.pool)
+                    .await
+                    .expect("count");
+                let count: i64 = col(&row, "n").expect("n");
+                assert_eq!(count as usize, n * per_transfer, "{table} after {n}");
+            }
+        }
+    }
+
     fn change(
         account: &crate::participants::AccountRecord,
         value: i64,

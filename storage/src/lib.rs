@@ -16,6 +16,18 @@
 //!   connections belong to that runtime, whichever thread or actix arbiter
 //!   asks (see [`Store::run`]).
 
+/// SQL: joins each transfer `t` to its newest state `s` (one row per transfer).
+/// A macro, not a const, so that `concat!` can build `&'static str` queries;
+/// defined before the modules so that all of them can use it.
+/// The state index (`transfer_seq`, id) answers the `MAX` for each transfer.
+macro_rules! newest_state_of_t {
+    () => {
+        "transfer_state_change s ON s.transfer_seq = t.transfer_seq \
+         AND s.transfer_state_change_id = (SELECT MAX(x.transfer_state_change_id) \
+         FROM transfer_state_change x WHERE x.transfer_seq = t.transfer_seq)"
+    };
+}
+
 pub mod amount;
 pub mod bulk;
 pub mod check;

@@ -429,12 +429,11 @@ impl Store {
     /// Used at start to re-arm expiry timers.
     pub async fn unfinished_transfers(&self) -> Result<Vec<(String, i64)>> {
         self.run(|pool| async move {
-            let rows = sqlx::query(
-                "SELECT t.transfer_id, t.expiration_ms FROM transfer t \
-                 JOIN transfer_state_change s ON s.transfer_seq = t.transfer_seq \
-                 WHERE s.transfer_state_change_id = (SELECT MAX(x.transfer_state_change_id) FROM transfer_state_change x WHERE x.transfer_seq = t.transfer_seq) \
-                 AND s.state IN ('RECEIVED_PREPARE', 'RESERVED', 'RECEIVED_FULFIL', 'RECEIVED_ERROR', 'RESERVED_TIMEOUT')",
-            )
+            let rows = sqlx::query(concat!(
+                "SELECT t.transfer_id, t.expiration_ms FROM transfer t JOIN ",
+                newest_state_of_t!(),
+                " WHERE s.state IN ('RECEIVED_PREPARE', 'RESERVED', 'RECEIVED_FULFIL', 'RECEIVED_ERROR', 'RESERVED_TIMEOUT')"
+            ))
             .fetch_all(&pool)
             .await?;
             rows.iter()
