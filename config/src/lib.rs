@@ -17,6 +17,10 @@ use serde::{Deserialize, Serialize};
 /// Prefix of every environment variable that configures the switch.
 pub const ENV_PREFIX: &str = "MOJASWITCH_";
 
+/// Longest `batch_interval_min_us`: every write of a busy switch waits up
+/// to this long.
+const BATCH_INTERVAL_MIN_US_MAX: u64 = 100_000;
+
 /// The effective configuration of one switch node.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -84,6 +88,9 @@ pub struct Config {
     pub batch_writes_max: usize,
     /// Ledger writes waiting for the writer at most.
     pub writer_queue_capacity: usize,
+    /// Microseconds between the starts of two ledger transactions at
+    /// least: under load, fewer and larger transactions.
+    pub batch_interval_min_us: u64,
     /// ENABLE_ON_US_TRANSFERS: payer and payee may be the same participant.
     pub on_us_transfers_enabled: bool,
     /// SEND_TRANSFER_CONFIRMATION_TO_PAYEE: the payee gets a copy of the commit.
@@ -158,6 +165,7 @@ impl Default for Config {
             overload_prepare_wait_ms: 1_000,
             batch_writes_max: 1_000,
             writer_queue_capacity: 10_000,
+            batch_interval_min_us: 3_000,
             on_us_transfers_enabled: false,
             send_transfer_confirmation_to_payee: true,
             quotes_persistence_enabled: false,
@@ -335,6 +343,9 @@ impl Config {
             if value == 0 {
                 return bad(key, "must be positive");
             }
+        }
+        if self.batch_interval_min_us > BATCH_INTERVAL_MIN_US_MAX {
+            return bad("batch_interval_min_us", "must be at most 100000 (100 ms)");
         }
         if self.actor_threads > 64 {
             return bad("actor_threads", "must be at most 64");
@@ -570,6 +581,8 @@ mod tests {
             let err = refused("MOJASWITCH_STORAGE_THREAD_PRIORITY", value);
             assert!(err.contains("storage_thread_priority"), "{err}");
         }
+        let err = refused("MOJASWITCH_BATCH_INTERVAL_MIN_US", "100001");
+        assert!(err.contains("batch_interval_min_us"), "{err}");
         let err = refused("MOJASWITCH_FSPIOP_PORT", "70000");
         assert!(err.contains("70000") || err.contains("fspiop"), "{err}");
     }

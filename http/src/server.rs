@@ -332,6 +332,7 @@ async fn run(
         WriterLimits {
             batch_writes_max: config.batch_writes_max,
             queue_capacity: config.writer_queue_capacity,
+            interval_min: std::time::Duration::from_micros(config.batch_interval_min_us),
         },
     );
     // A lookup batch is as large as a write batch: both grow with the same load.
