@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod cpu_limit;
 pub mod dfsp;
 pub mod oracle;
 

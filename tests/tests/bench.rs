@@ -174,3 +174,57 @@ fn a_switch_off_loopback_is_refused() {
         );
     }
 }
+
+/// `--cpu-limit-cores`: the generator and the switch it starts run in a
+/// control group of their own that holds them to the limit (throttled when
+/// they want more), and the group is removed afterwards. A value out of
+/// range is refused before anything starts.
+#[test]
+fn a_cpu_limit_holds_the_generator_and_its_switch_to_it() {
+    let output = Command::new(env!("CARGO_BIN_EXE_mojaswitch-bench"))
+        .args(["--cpu-limit-cores", "0"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run mojaswitch-bench");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("--cpu-limit-cores must be between"),
+        "{stderr}"
+    );
+
+    // Making a control group needs root; CI runs as root.
+    if !is_root() {
+        eprintln!("skipped the limited run: --cpu-limit-cores needs root");
+        return;
+    }
+    let (summary, stderr) = run(800, 4, &["--cpu-limit-cores", "0.2"]);
+    let cpu = &summary["cpu_steady"];
+    let limit = &cpu["cpu_limit"];
+    assert_eq!(limit["cores"], 0.2, "{limit}");
+    assert_eq!(limit["switch_in_group"], true, "{limit}");
+    assert!(
+        limit["steady"]["throttled_periods"].as_u64().unwrap_or(0) > 0,
+        "{limit}"
+    );
+    let used = cpu["switch"]["cores"].as_f64().unwrap_or(f64::MAX)
+        + cpu["generator_and_simulators"]["cores"]
+            .as_f64()
+            .unwrap_or(f64::MAX);
+    // Sampled from /proc in 10 ms ticks at the window's two ends.
+    assert!(used <= 0.2 * 1.2 + 0.02, "used {used} cores: {cpu}");
+    let group = limit["cgroup"].as_str().expect("cgroup path");
+    assert!(!std::path::Path::new(group).exists(), "{group} left behind");
+    assert!(stderr.contains("cpu limit 0.2 cores"), "{stderr}");
+}
+
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status").is_ok_and(|status| {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix("Uid:"))
+            .and_then(|ids| ids.split_whitespace().nth(1))
+            == Some("0")
+    })
+}

@@ -51,6 +51,7 @@ use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
 use serde_json::{json, Value};
 use switch_http::ilp;
+use switch_tests::cpu_limit::{self, CpuLimit, Throttling};
 use switch_tests::dfsp::{rfc1123_now, SECRET};
 use switch_tests::{Backend, TestDb};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -238,6 +239,12 @@ struct Args {
     /// Write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
+    /// Run the generator and the switch it starts in a control group that
+    /// may use at most this many cores (Linux, root): the same pressure on
+    /// the CPU on a fast day as on a slow one. Not applied to a database
+    /// server or to a running switch.
+    #[arg(long)]
+    cpu_limit_cores: Option<f64>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -1888,13 +1895,17 @@ fn percentile(sorted: &[u64], p: f64) -> Option<f64> {
 fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     EXPIRES_IN_S.store(args.expires_in_s, Ordering::Relaxed);
+    // Before any thread or child exists, so that all of them are limited.
+    let limit = args.cpu_limit_cores.map(CpuLimit::apply).transpose()?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()?;
-    let code = runtime.block_on(run(args))?;
+    let code = runtime.block_on(run(args, limit.as_ref()));
     runtime.shutdown_timeout(Duration::from_secs(2));
-    std::process::exit(code);
+    // `exit` skips destructors: the group is removed here.
+    drop(limit);
+    std::process::exit(code?);
 }
 
 fn check_args(args: &Args) -> anyhow::Result<()> {
@@ -1943,7 +1954,7 @@ fn check_args(args: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn run(args: Args) -> anyhow::Result<i32> {
+async fn run(args: Args, limit: Option<&CpuLimit>) -> anyhow::Result<i32> {
     check_args(&args)?;
     let bulk = args.bulk > 0;
     let client = reqwest::Client::builder().timeout(HTTP_TIMEOUT).build()?;
@@ -2119,10 +2130,10 @@ async fn run(args: Args) -> anyhow::Result<i32> {
         let t = record.now_s() - offset;
         let due = due_by(t, args.rate, args.ramp_s, total).floor() as u64;
         if cpu_at_steady.is_none() && t >= args.ramp_s {
-            cpu_at_steady = Some(cpu_sample(switch_pid, &db_pids));
+            cpu_at_steady = Some(cpu_sample(switch_pid, &db_pids, limit));
         }
         if t >= total {
-            cpu_at_end = Some(cpu_sample(switch_pid, &db_pids));
+            cpu_at_end = Some(cpu_sample(switch_pid, &db_pids, limit));
         }
         while issued < due {
             issued += 1;
@@ -2221,7 +2232,7 @@ async fn run(args: Args) -> anyhow::Result<i32> {
             "dfsps": args.dfsps, "payers": payers.len(), "payees": payees.len(),
             "max_in_flight": args.max_in_flight, "amount": args.amount,
             "connections_per_dfsp": args.connections_per_dfsp,
-            "switch_env": args.switch_env,
+            "switch_env": args.switch_env, "cpu_limit_cores": args.cpu_limit_cores,
             "tier": args.tier.name(), "skew_percent": args.skew, "patch": args.patch,
             "bulk": args.bulk, "ids": args.ids.name(), "switch_pid": switch_pid,
             "parties_per_payee": (args.tier == Tier::E2e).then_some(args.parties_per_payee),
@@ -2363,6 +2374,7 @@ async fn run(args: Args) -> anyhow::Result<i32> {
             "generator_and_simulators": piece(Some(a.generator), Some(b.generator)),
             "database_server": piece(a.database, b.database),
             "switch_threads": thread_report(&a.switch_threads, &b.switch_threads, wall, transfers_in_window),
+            "cpu_limit": limit_report(limit, (a.throttling, b.throttling), wall, a.switch_limited),
         });
     }
 
@@ -2407,6 +2419,9 @@ async fn run(args: Args) -> anyhow::Result<i32> {
             "requests that waited for one of their DFSP's {} connections to a node: {} (longest wait {} ms)",
             connections["per_dfsp_per_node"], connections["requests_waited"], connections["wait_ms_max"]
         );
+    }
+    if let Some(summary) = limit_summary(&result["cpu_steady"]["cpu_limit"]) {
+        eprintln!("{summary}");
     }
     let threads = threads_summary(&result["cpu_steady"]["switch_threads"]);
     if !threads.is_empty() {
@@ -2746,9 +2761,13 @@ struct CpuSample {
     database: Option<f64>,
     machine_busy: f64,
     machine_total: f64,
+    /// The `--cpu-limit-cores` group's counters, and whether the switch
+    /// is in the group.
+    throttling: Option<Throttling>,
+    switch_limited: Option<bool>,
 }
 
-fn cpu_sample(switch_pid: Option<u32>, db_pids: &[u32]) -> CpuSample {
+fn cpu_sample(switch_pid: Option<u32>, db_pids: &[u32], limit: Option<&CpuLimit>) -> CpuSample {
     let (machine_busy, machine_total) = machine_cpu_s().unwrap_or((0.0, 0.0));
     let database = if db_pids.is_empty() {
         None
@@ -2762,7 +2781,49 @@ fn cpu_sample(switch_pid: Option<u32>, db_pids: &[u32]) -> CpuSample {
         database,
         machine_busy,
         machine_total,
+        throttling: limit.and_then(CpuLimit::throttling),
+        switch_limited: limit.zip(switch_pid).map(|(l, pid)| l.holds(pid)),
     }
+}
+
+/// The CPU limit and how often it held the run back in the steady window
+/// (null without `--cpu-limit-cores`).
+fn limit_report(
+    limit: Option<&CpuLimit>,
+    (start, end): (Option<Throttling>, Option<Throttling>),
+    wall_s: f64,
+    switch_limited: Option<bool>,
+) -> Value {
+    let Some(limit) = limit else {
+        return Value::Null;
+    };
+    let steady = start.zip(end).map(|(a, b)| {
+        json!({
+            "periods": b.periods.saturating_sub(a.periods),
+            "throttled_periods": b.throttled_periods.saturating_sub(a.throttled_periods),
+            "throttled_ms_per_s": (b.throttled_ms - a.throttled_ms) / wall_s,
+        })
+    });
+    json!({
+        "cores": limit.cores,
+        "period_us": cpu_limit::PERIOD_US,
+        "cgroup": limit.path().display().to_string(),
+        // A switch started before the limit, or a running one, is not in it.
+        "switch_in_group": switch_limited,
+        "steady": steady,
+    })
+}
+
+fn limit_summary(report: &Value) -> Option<String> {
+    let steady = &report["steady"];
+    Some(format!(
+        "cpu limit {} cores (period {} us): throttled in {} of {} periods of the steady window, {:.1} ms held back per second",
+        report["cores"].as_f64()?,
+        report["period_us"],
+        steady["throttled_periods"],
+        steady["periods"],
+        steady["throttled_ms_per_s"].as_f64().unwrap_or(0.0),
+    ))
 }
 
 fn fmt_ms(v: Option<f64>) -> String {
