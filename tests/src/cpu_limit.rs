@@ -12,7 +12,9 @@
 //!
 //! Linux only, and it needs write access to the cgroup file system (root);
 //! cgroup v2 (`cpu.max`) and v1 (`cpu.cfs_quota_us`) are both handled.
-//! Everything is undone when the limit is dropped.
+//! Everything is undone when the limit is dropped; a run killed by a
+//! signal leaves an empty group `mojaswitch-bench-<pid>` behind, which
+//! `rmdir` removes.
 
 use std::fs;
 use std::path::{Path, PathBuf};
