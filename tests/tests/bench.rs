@@ -93,6 +93,22 @@ fn a_short_run_reports_rates_books_and_the_switch_threads() {
         "threads {by_thread} cores, process {process} cores: {cpu}"
     );
     assert!(stderr.contains("by thread of the switch"), "{stderr}");
+
+    // The generator's own threads: by default two workers for the DFSPs'
+    // requests beside the main thread and the DFSPs' server.
+    assert_eq!(summary["config"]["generator_threads"], 2, "{summary}");
+    let workers = generator_thread(&summary, "tokio-rt-worker").expect("workers");
+    assert_eq!(workers["threads"], 2, "{workers}");
+    assert!(workers["cores"].as_f64().unwrap_or(0.0) > 0.0, "{workers}");
+    assert!(stderr.contains("by thread of the generator"), "{stderr}");
+}
+
+/// The generator's threads called `name` in the steady window's report.
+fn generator_thread<'a>(summary: &'a Value, name: &str) -> Option<&'a Value> {
+    summary["cpu_steady"]["generator_threads"]
+        .as_array()?
+        .iter()
+        .find(|t| t["name"] == name)
 }
 
 /// The end-to-end tier, with 70% of the traffic from one payer: each
@@ -132,10 +148,28 @@ fn the_end_to_end_tier_runs_lookup_quote_and_transfer() {
 
 /// PATCH mode: payees answer RESERVED, and each is told COMMITTED by PATCH.
 /// Each simulated DFSP has a single connection to the switch here: its
-/// requests wait for it in turn, and every transfer still commits.
+/// requests wait for it in turn, and every transfer still commits. The
+/// generator runs on its main thread alone here, with no worker pool.
 #[test]
 fn patch_mode_notifies_every_payee_of_the_commit() {
-    let (summary, _) = run(50, 2, &["--patch", "--connections-per-dfsp", "1"]);
+    let (summary, _) = run(
+        50,
+        2,
+        &[
+            "--patch",
+            "--connections-per-dfsp",
+            "1",
+            "--generator-threads",
+            "1",
+        ],
+    );
+    assert!(
+        generator_thread(&summary, "tokio-rt-worker").is_none(),
+        "{summary}"
+    );
+    let main = generator_thread(&summary, "mojaswitch-benc").expect("main thread");
+    assert_eq!(main["threads"], 1, "{main}");
+    assert!(main["cores"].as_f64().unwrap_or(0.0) > 0.0, "{main}");
     let committed = assert_all_committed(&summary, 100);
     assert_eq!(
         summary["counts"]["payee_patches_by_state"]["COMMITTED"], committed,
@@ -159,15 +193,18 @@ fn a_switch_off_loopback_is_refused() {
         ),
         ("http://127.0.0.1:3000", "http://192.0.2.1:3001"),
     ] {
-        let output = Command::new(env!("CARGO_BIN_EXE_mojaswitch-bench"))
-            .args(["--fspiop-url", fspiop, "--operator-url", operator])
-            .args(["--rate", "10", "--ramp-s", "1", "--steady-s", "1"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .output()
-            .expect("run mojaswitch-bench");
-        let stderr = String::from_utf8_lossy(&output.stderr);
-        assert!(!output.status.success(), "{fspiop} {operator}: {stderr}");
+        let stderr = refusal(&[
+            "--fspiop-url",
+            fspiop,
+            "--operator-url",
+            operator,
+            "--rate",
+            "10",
+            "--ramp-s",
+            "1",
+            "--steady-s",
+            "1",
+        ]);
         assert!(
             stderr.contains("loopback URLs only: http://192.0.2.1:"),
             "{fspiop} {operator}: {stderr}"
@@ -181,14 +218,7 @@ fn a_switch_off_loopback_is_refused() {
 /// range is refused before anything starts.
 #[test]
 fn a_cpu_limit_holds_the_generator_and_its_switch_to_it() {
-    let output = Command::new(env!("CARGO_BIN_EXE_mojaswitch-bench"))
-        .args(["--cpu-limit-cores", "0"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .expect("run mojaswitch-bench");
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(!output.status.success(), "{stderr}");
+    let stderr = refusal(&["--cpu-limit-cores", "0"]);
     assert!(
         stderr.contains("--cpu-limit-cores must be between"),
         "{stderr}"
@@ -217,6 +247,32 @@ fn a_cpu_limit_holds_the_generator_and_its_switch_to_it() {
     let group = limit["cgroup"].as_str().expect("cgroup path");
     assert!(!std::path::Path::new(group).exists(), "{group} left behind");
     assert!(stderr.contains("cpu limit 0.2 cores"), "{stderr}");
+}
+
+/// The generator's runtime is one thread or a pool of at most 16; other
+/// counts are refused before anything starts.
+#[test]
+fn a_generator_thread_count_out_of_range_is_refused() {
+    for threads in ["0", "17"] {
+        let stderr = refusal(&["--generator-threads", threads]);
+        assert!(
+            stderr.contains("--generator-threads must be between 1 and 16"),
+            "{threads}: {stderr}"
+        );
+    }
+}
+
+/// Runs the generator with `args` that it must refuse: its stderr.
+fn refusal(args: &[&str]) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_mojaswitch-bench"))
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run mojaswitch-bench");
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    assert!(!output.status.success(), "{args:?}: {stderr}");
+    stderr
 }
 
 fn is_root() -> bool {
