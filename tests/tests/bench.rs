@@ -86,6 +86,17 @@ fn a_short_run_reports_rates_books_and_the_switch_threads() {
             "{thread}"
         );
     }
+    // Each transfer wakes the switch at least for its prepare and its
+    // fulfil (at 200/s the threads idle in between), and far less often
+    // than a thread per request per microsecond would.
+    let runs: f64 = threads
+        .iter()
+        .map(|t| t["runs_per_transfer"].as_f64().unwrap_or(f64::NAN))
+        .sum();
+    assert!(
+        (2.0..1000.0).contains(&runs),
+        "{runs} runs per transfer: {cpu}"
+    );
     let by_thread: f64 = threads.iter().filter_map(|t| t["cores"].as_f64()).sum();
     let process = cpu["switch"]["cores"].as_f64().expect("switch cores");
     assert!(

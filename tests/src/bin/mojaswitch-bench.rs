@@ -2748,6 +2748,9 @@ fn thread_report(
                     "ms_per_transfer": per_transfer_ms(cpu),
                     "waiting_ms_per_transfer": per_transfer_ms(waiting),
                     "mean_wait_us": (slices > 0).then(|| waiting * 1e6 / slices as f64),
+                    // Each run on a core follows a wake-up (a hand-off from
+                    // another thread, I/O, a timer) or a preemption.
+                    "runs_per_transfer": (transfers > 0).then(|| slices as f64 / transfers as f64),
                 })
             })
         })
@@ -2756,7 +2759,7 @@ fn thread_report(
 }
 
 /// One line per thread name that ran for at least 1% of a core: cores
-/// used and cores' worth of waiting.
+/// used, cores' worth of waiting, and runs on a core per transfer.
 fn threads_summary(report: &Value) -> String {
     let Some(rows) = report.as_array() else {
         return String::new();
@@ -2771,13 +2774,14 @@ fn threads_summary(report: &Value) -> String {
                     .unwrap_or_else(|| "-".into())
             };
             format!(
-                "\n  {:<16} x{:<2} on a core {} cores ({} ms per transfer), waiting for a core {} cores ({} ms per transfer)",
+                "\n  {:<16} x{:<2} on a core {} cores ({} ms per transfer), waiting for a core {} cores ({} ms per transfer), {} runs per transfer",
                 r["name"].as_str().unwrap_or("?"),
                 r["threads"],
                 number("cores"),
                 number("ms_per_transfer"),
                 number("waiting_for_a_core"),
                 number("waiting_ms_per_transfer"),
+                number("runs_per_transfer"),
             )
         })
         .collect()
