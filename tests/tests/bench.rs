@@ -72,9 +72,7 @@ fn a_short_run_reports_rates_books_and_the_switch_threads() {
     let cpu = &summary["cpu_steady"];
     let threads = cpu["switch_threads"].as_array().expect("switch_threads");
     let named = |name: &str| {
-        threads
-            .iter()
-            .find(|t| t["name"] == name)
+        thread_row(&summary, "switch_threads", name)
             .unwrap_or_else(|| panic!("no {name} threads in {cpu}"))
     };
     assert_eq!(named("storage")["threads"], 3, "{cpu}");
@@ -87,8 +85,8 @@ fn a_short_run_reports_rates_books_and_the_switch_threads() {
         );
     }
     // Each transfer wakes the switch at least for its prepare and its
-    // fulfil (at 200/s the threads idle in between), and far less often
-    // than a thread per request per microsecond would.
+    // fulfil (at 200/s the threads idle in between); the upper bound only
+    // catches a count that is not per transfer.
     let runs: f64 = threads
         .iter()
         .map(|t| t["runs_per_transfer"].as_f64().unwrap_or(f64::NAN))
@@ -108,15 +106,16 @@ fn a_short_run_reports_rates_books_and_the_switch_threads() {
     // The generator's own threads: by default two workers for the DFSPs'
     // requests beside the main thread and the DFSPs' server.
     assert_eq!(summary["config"]["generator_threads"], 2, "{summary}");
-    let workers = generator_thread(&summary, "tokio-rt-worker").expect("workers");
+    let workers = thread_row(&summary, "generator_threads", "tokio-rt-worker").expect("workers");
     assert_eq!(workers["threads"], 2, "{workers}");
     assert!(workers["cores"].as_f64().unwrap_or(0.0) > 0.0, "{workers}");
     assert!(stderr.contains("by thread of the generator"), "{stderr}");
 }
 
-/// The generator's threads called `name` in the steady window's report.
-fn generator_thread<'a>(summary: &'a Value, name: &str) -> Option<&'a Value> {
-    summary["cpu_steady"]["generator_threads"]
+/// The row of threads called `name` in the steady window's report of
+/// `piece` (`switch_threads` or `generator_threads`).
+fn thread_row<'a>(summary: &'a Value, piece: &str, name: &str) -> Option<&'a Value> {
+    summary["cpu_steady"][piece]
         .as_array()?
         .iter()
         .find(|t| t["name"] == name)
@@ -175,10 +174,10 @@ fn patch_mode_notifies_every_payee_of_the_commit() {
         ],
     );
     assert!(
-        generator_thread(&summary, "tokio-rt-worker").is_none(),
+        thread_row(&summary, "generator_threads", "tokio-rt-worker").is_none(),
         "{summary}"
     );
-    let main = generator_thread(&summary, "mojaswitch-benc").expect("main thread");
+    let main = thread_row(&summary, "generator_threads", "mojaswitch-benc").expect("main thread");
     assert_eq!(main["threads"], 1, "{main}");
     assert!(main["cores"].as_f64().unwrap_or(0.0) > 0.0, "{main}");
     let committed = assert_all_committed(&summary, 100);
