@@ -388,8 +388,12 @@ async fn write_rows(tx: &mut Transaction<'_, Any>, write: &LedgerWrite) -> Resul
         .execute(&mut **tx)
         .await?;
     }
-    write_transfer_rows(tx, &write.transfers, &now).await?;
-    write_owned_changes(tx, &write.changes, &now).await?;
+    if tx.backend_name().eq_ignore_ascii_case("sqlite") {
+        crate::sqlite_script::write_hot_rows(tx, &write.transfers, &write.changes, &now).await?;
+    } else {
+        write_transfer_rows(tx, &write.transfers, &now).await?;
+        write_owned_changes(tx, &write.changes, &now).await?;
+    }
     for increment in &write.increments {
         write_increment(tx, increment, &now).await?;
     }
@@ -427,7 +431,15 @@ async fn write_owned_changes(
         }
         query.execute(&mut **tx).await?;
     }
-    // One position update per account: the last change carries the balance.
+    for chunk in last_change_per_account(changes).chunks(POSITION_UPDATES_MAX) {
+        update_positions(tx, chunk, now).await?;
+    }
+    Ok(())
+}
+
+/// Each account's last change, which carries its new balance: one
+/// position update per account.
+pub(crate) fn last_change_per_account(changes: &[AccountChange]) -> Vec<&AccountChange> {
     let mut last_per_account: Vec<&AccountChange> = Vec::new();
     for change in changes.iter().rev() {
         if !last_per_account
@@ -437,10 +449,7 @@ async fn write_owned_changes(
             last_per_account.push(change);
         }
     }
-    for chunk in last_per_account.chunks(POSITION_UPDATES_MAX) {
-        update_positions(tx, chunk, now).await?;
-    }
-    Ok(())
+    last_per_account
 }
 
 /// Accounts whose position row one UPDATE sets at most.
@@ -448,10 +457,10 @@ const POSITION_UPDATES_MAX: usize = 64;
 
 /// Sets the balances of several accounts (each named once) in one statement.
 ///
-/// One statement instead of one per account: every statement is a round
-/// trip inside the writer's transaction (a hand-off to SQLite's worker
-/// thread and back, or a network exchange with MariaDB), and under load the
-/// waits between statements cost more than the statements. A batch moves
+/// One statement instead of one per account: every statement is a network
+/// round trip to MariaDB inside the writer's transaction, and under load
+/// the waits between statements cost more than the statements. (SQLite
+/// sets the positions in `sqlite_script`.) A batch moves
 /// most positions. The list is padded (repeating its last account) to a
 /// power of two so that only a handful of statement shapes are prepared and
 /// kept in the connection's statement cache.
@@ -662,8 +671,9 @@ mod tests {
         assert_eq!(merged, LedgerWrite::default());
     }
 
-    /// Batches of any size write each row once and in order: the rows go
-    /// out in multi-row INSERTs of at most `INSERT_ROWS_MAX` rows, and one
+    /// Batches of any size write each row once and in order: on MariaDB the
+    /// rows go out in multi-row INSERTs of at most `INSERT_ROWS_MAX` rows
+    /// (on SQLite as one JSON array per table), and one
     /// transfer's states must keep their order (its newest state is the one
     /// with the highest id).
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -745,6 +755,102 @@ mod tests {
                 assert_eq!(count as usize, n * per_transfer, "{table} after {n}");
             }
         }
+    }
+
+    /// Every field of a transfer's rows reads back as written, whichever
+    /// way the backend writes a batch (on SQLite one script fed with JSON,
+    /// on MariaDB one statement per table); a batch naming a transfer that
+    /// has no row writes nothing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_transfers_rows_read_back_as_written() {
+        let (store, dir) = crate::scratch_store("ledger-fields", 5_000).await;
+        rows_read_back(&store).await;
+        store.close().await;
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_transfers_rows_read_back_as_written_on_mariadb() {
+        let (store, admin, name) = crate::tests::scratch_mariadb_store("ledger_fields").await;
+        rows_read_back(&store).await;
+        crate::tests::drop_scratch_mariadb(store, admin, name).await;
+    }
+
+    async fn rows_read_back(store: &Store) {
+        use crate::transfers::{MessageHash, NewFulfilment, TransferStateChange};
+        let writer = crate::writer::tests::test_writer(store);
+        let transfer = crate::transfers::NewTransfer {
+            amount: Decimal::new(1_234_567, 4),
+            ilp_packet: "AYIBgQAAAAAAAASw\\\"quoted\\\" ünïcode".into(),
+            ..crate::transfers::test_transfer("fields-1")
+        };
+        let state = |state: &str, reason: Option<&str>| TransferStateChange {
+            transfer_id: "fields-1".into(),
+            state: state.into(),
+            reason: reason.map(str::to_string),
+        };
+        let mut rows = TransferWrite {
+            transfers: vec![std::sync::Arc::new(transfer.clone())],
+            states: vec![state("RESERVED", None)],
+            ..TransferWrite::default()
+        };
+        writer
+            .write(LedgerWrite {
+                transfers: rows.clone(),
+                ..LedgerWrite::default()
+            })
+            .await
+            .expect("prepare written");
+        rows = TransferWrite {
+            states: vec![state("COMMITTED", Some("payee said \"yes\""))],
+            fulfilments: vec![NewFulfilment {
+                transfer_id: "fields-1".into(),
+                fulfilment: "f".repeat(43),
+                completed_timestamp: "2030-01-01T00:00:01.000Z".into(),
+            }],
+            hashes: vec![MessageHash {
+                transfer_id: "fields-1".into(),
+                kind: "FULFIL".into(),
+                hash: "fulfil hash".into(),
+            }],
+            ..TransferWrite::default()
+        };
+        writer
+            .write(LedgerWrite {
+                transfers: rows,
+                ..LedgerWrite::default()
+            })
+            .await
+            .expect("fulfil written");
+        let record = store.transfer("fields-1").await.expect("read");
+        let record = record.expect("written");
+        assert_eq!(record.transfer, transfer);
+        assert_eq!(record.state, "COMMITTED");
+        assert_eq!(record.state_reason.as_deref(), Some("payee said \"yes\""));
+        assert_eq!(record.fulfilment, Some("f".repeat(43)));
+        assert_eq!(
+            record.completed_timestamp.as_deref(),
+            Some("2030-01-01T00:00:01.000Z")
+        );
+        assert_eq!(record.settlement_window_id, Some(1), "the open window");
+        assert_eq!(record.fulfil_hash.as_deref(), Some("fulfil hash"));
+
+        let orphan = LedgerWrite {
+            transfers: TransferWrite {
+                transfers: vec![std::sync::Arc::new(crate::transfers::test_transfer(
+                    "fields-2",
+                ))],
+                states: vec![TransferStateChange {
+                    transfer_id: "no-such-transfer".into(),
+                    state: "RESERVED".into(),
+                    reason: None,
+                }],
+                ..TransferWrite::default()
+            },
+            ..LedgerWrite::default()
+        };
+        assert!(writer.write(orphan).await.is_err());
+        assert_eq!(store.transfer("fields-2").await.expect("read"), None);
     }
 
     fn change(

@@ -40,6 +40,7 @@ mod nodelay;
 pub mod participants;
 pub mod quotes;
 pub mod settlement;
+mod sqlite_script;
 pub mod transfers;
 pub mod writer;
 

@@ -294,7 +294,7 @@ pub(crate) async fn write_transfer_rows(
                 .bind(seq_in(&seqs, &e.transfer_id)?)
                 .bind(e.transfer_id.clone())
                 .bind(e.error_code.clone())
-                .bind(truncate(&e.error_description, 1024))
+                .bind(truncate(&e.error_description, ERROR_DESCRIPTION_MAX))
                 .bind(now.to_string());
         }
         query.execute(&mut **tx).await?;
@@ -318,7 +318,10 @@ pub(crate) async fn write_transfer_rows(
     Ok(())
 }
 
-fn truncate(text: &str, max: usize) -> String {
+/// Bytes of an error description kept (the column's width).
+pub(crate) const ERROR_DESCRIPTION_MAX: usize = 1024;
+
+pub(crate) fn truncate(text: &str, max: usize) -> String {
     if text.len() <= max {
         return text.to_string();
     }
