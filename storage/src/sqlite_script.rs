@@ -11,10 +11,12 @@
 //! Here those rows go to the worker as one script of eight statements,
 //! which sqlx runs one after the other without answering in between. The
 //! script's text never changes: each table's rows arrive as one JSON array
-//! read with `json_each`, not as one placeholder list per row count, so
+//! read with `jsonb_each`, not as one placeholder list per row count, so
 //! SQLite prepares it once per connection and the statement cache keeps
-//! it. History rows find their `transfer_seq` and the open settlement
-//! window by subqueries, which SQLite answers in process.
+//! it. (`jsonb_each`, not `json_each`: the latter hands each row's array
+//! back as JSON text, which every `->>` then parsed again; that was a tenth
+//! of SQLite's thread.) History rows find their `transfer_seq` and the open
+//! settlement window by subqueries, which SQLite answers in process.
 //!
 //! MariaDB keeps the statements of `transfers::write_transfer_rows` and
 //! `ledger::write_owned_changes`: there each statement is a network round
