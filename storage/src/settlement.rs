@@ -2,8 +2,10 @@
 //!
 //! A window close and a settlement's changes each run in one database
 //! transaction. The close takes the open-window row lock that every commit
-//! batch takes (see `transfers::lock_open_window`), so the content it
-//! aggregates is exactly the set of transfers committed into the window.
+//! batch takes on MariaDB (see `transfers::lock_open_window`; on SQLite
+//! every write transaction holds the database's one write lock from
+//! `BEGIN IMMEDIATE`), so the content it aggregates is exactly the set of
+//! transfers committed into the window.
 //! Which transitions are allowed is decided in `actors::settlement`; this
 //! module records them.
 
