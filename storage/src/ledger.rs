@@ -388,7 +388,7 @@ async fn write_rows(tx: &mut Transaction<'_, Any>, write: &LedgerWrite) -> Resul
         .execute(&mut **tx)
         .await?;
     }
-    if tx.backend_name().eq_ignore_ascii_case("sqlite") {
+    if crate::on_sqlite(tx) {
         crate::sqlite_script::write_hot_rows(tx, &write.transfers, &write.changes, &now).await?;
     } else {
         write_transfer_rows(tx, &write.transfers, &now).await?;

@@ -530,6 +530,12 @@ pub(crate) async fn begin_write_on<'c>(
     Ok(conn.begin_with(begin_statement(pool)).await?)
 }
 
+/// Whether a transaction runs on SQLite (the batch's rows and the window
+/// lock take another path there than on MariaDB).
+pub(crate) fn on_sqlite(tx: &sqlx::Transaction<'_, sqlx::Any>) -> bool {
+    tx.backend_name().eq_ignore_ascii_case("sqlite")
+}
+
 fn begin_statement(pool: &AnyPool) -> &'static str {
     match pool.connect_options().database_url.scheme() {
         "sqlite" => "BEGIN IMMEDIATE",

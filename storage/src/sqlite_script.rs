@@ -18,6 +18,12 @@
 //! of SQLite's thread.) History rows find their `transfer_seq` and the open
 //! settlement window by subqueries, which SQLite answers in process.
 //!
+//! This relies on sqlx's SQLite driver running a query of several
+//! statements and binding its arguments statement by statement, which sqlx
+//! 0.9 supports but marks for removal (launchbadge/sqlx#3108). Should an
+//! upgrade drop it, `ledger`'s tests of every row written once, in order,
+//! and reading back as written fail on SQLite.
+//!
 //! MariaDB keeps the statements of `transfers::write_transfer_rows` and
 //! `ledger::write_owned_changes`: there each statement is a network round
 //! trip either way, and sqlx's MySQL driver runs one statement per query.

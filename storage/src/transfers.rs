@@ -188,7 +188,7 @@ fn placeholders(row: &str, rows: usize) -> String {
 /// (`RETURNING`); MariaDB has no `UPDATE … RETURNING`, so the id comes back
 /// as the statement's last-insert id (`LAST_INSERT_ID(expr)`).
 pub(crate) async fn lock_open_window(tx: &mut Transaction<'_, Any>) -> Result<i64> {
-    if tx.backend_name().eq_ignore_ascii_case("sqlite") {
+    if crate::on_sqlite(tx) {
         return col(
             &sqlx::query(
                 "UPDATE settlement_window_open SET commit_batches = commit_batches + 1 WHERE singleton = 1 \
