@@ -8,7 +8,7 @@
 //! transfers/s SQLite's worker ran about 1.5 times per transfer, and a fifth
 //! of its time was spent switching and waking (docs/performance.md).
 //!
-//! Here those rows go to the worker as one script of eight statements,
+//! Here those rows go to the worker as one script of seven statements,
 //! which sqlx runs one after the other without answering in between. The
 //! script's text never changes: each table's rows arrive as one JSON array
 //! read with `jsonb_each`, not as one placeholder list per row count, so
