@@ -669,18 +669,10 @@ mod tests {
         );
     }
 
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn transfer_moves_are_checked_on_sqlite() {
-        let (store, dir) = crate::scratch_store("check-moves", 5_000).await;
-        transfer_moves_are_checked(&store).await;
-        store.close().await;
-        let _ = std::fs::remove_dir_all(dir);
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn transfer_moves_are_checked_on_mariadb() {
-        let (store, admin, name) = crate::tests::scratch_mariadb_store("check_moves").await;
-        transfer_moves_are_checked(&store).await;
-        crate::tests::drop_scratch_mariadb(store, admin, name).await;
-    }
+    test_on_both_backends!(
+        transfer_moves_are_checked_on_sqlite,
+        transfer_moves_are_checked_on_mariadb,
+        "check_moves",
+        transfer_moves_are_checked
+    );
 }

@@ -671,25 +671,17 @@ mod tests {
         assert_eq!(merged, LedgerWrite::default());
     }
 
-    /// Batches of any size write each row once and in order: on MariaDB the
-    /// rows go out in multi-row INSERTs of at most `INSERT_ROWS_MAX` rows
-    /// (on SQLite as one JSON array per table), and one
-    /// transfer's states must keep their order (its newest state is the one
-    /// with the highest id).
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn batches_of_any_size_write_every_row_once_in_order() {
-        let (store, dir) = crate::scratch_store("ledger-rows", 5_000).await;
-        every_row_once_in_order(&store).await;
-        store.close().await;
-        let _ = std::fs::remove_dir_all(dir);
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn batches_of_any_size_write_every_row_once_in_order_on_mariadb() {
-        let (store, admin, name) = crate::tests::scratch_mariadb_store("ledger_rows").await;
-        every_row_once_in_order(&store).await;
-        crate::tests::drop_scratch_mariadb(store, admin, name).await;
-    }
+    test_on_both_backends!(
+        /// Batches of any size write each row once and in order: on MariaDB
+        /// the rows go out in multi-row INSERTs of at most `INSERT_ROWS_MAX`
+        /// rows (on SQLite as one JSON array per table), and one transfer's
+        /// states must keep their order (its newest state is the one with
+        /// the highest id).
+        batches_of_any_size_write_every_row_once_in_order,
+        batches_of_any_size_write_every_row_once_in_order_on_mariadb,
+        "ledger_rows",
+        every_row_once_in_order
+    );
 
     async fn every_row_once_in_order(store: &Store) {
         use crate::transfers::{MessageHash, NewTransferError, TransferStateChange};
@@ -757,24 +749,16 @@ mod tests {
         }
     }
 
-    /// Every field of a transfer's rows reads back as written, whichever
-    /// way the backend writes a batch (on SQLite one script fed with JSON,
-    /// on MariaDB one statement per table); a batch naming a transfer that
-    /// has no row writes nothing.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_transfers_rows_read_back_as_written() {
-        let (store, dir) = crate::scratch_store("ledger-fields", 5_000).await;
-        rows_read_back(&store).await;
-        store.close().await;
-        let _ = std::fs::remove_dir_all(dir);
-    }
-
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn a_transfers_rows_read_back_as_written_on_mariadb() {
-        let (store, admin, name) = crate::tests::scratch_mariadb_store("ledger_fields").await;
-        rows_read_back(&store).await;
-        crate::tests::drop_scratch_mariadb(store, admin, name).await;
-    }
+    test_on_both_backends!(
+        /// Every field of a transfer's rows reads back as written, whichever
+        /// way the backend writes a batch (on SQLite one script fed with
+        /// JSON, on MariaDB one statement per table); a batch naming a
+        /// transfer that has no row writes nothing.
+        a_transfers_rows_read_back_as_written,
+        a_transfers_rows_read_back_as_written_on_mariadb,
+        "ledger_fields",
+        rows_read_back
+    );
 
     async fn rows_read_back(store: &Store) {
         use crate::transfers::{MessageHash, NewFulfilment, TransferStateChange};
@@ -870,26 +854,18 @@ mod tests {
         }
     }
 
-    /// A batch that moves several positions (some more than once) leaves
-    /// each position row at its last change and the others untouched; a
-    /// batch naming an account without a position row writes nothing.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn each_position_row_takes_its_last_change() {
-        let (store, dir) = crate::scratch_store("ledger-positions", 5_000).await;
-        last_changes_win(&store).await;
-        store.close().await;
-        let _ = std::fs::remove_dir_all(dir);
-    }
-
-    /// The same on MariaDB, where an UPDATE's affected rows are the rows
-    /// it changed unless the client asks for the rows it matched: a
-    /// position whose last change leaves it as it was must still count.
-    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    async fn each_position_row_takes_its_last_change_on_mariadb() {
-        let (store, admin, name) = crate::tests::scratch_mariadb_store("ledger_positions").await;
-        last_changes_win(&store).await;
-        crate::tests::drop_scratch_mariadb(store, admin, name).await;
-    }
+    test_on_both_backends!(
+        /// A batch that moves several positions (some more than once) leaves
+        /// each position row at its last change and the others untouched; a
+        /// batch naming an account without a position row writes nothing.
+        /// On MariaDB an UPDATE's affected rows are the rows it changed
+        /// unless the client asks for the rows it matched: a position whose
+        /// last change leaves it as it was must still count.
+        each_position_row_takes_its_last_change,
+        each_position_row_takes_its_last_change_on_mariadb,
+        "ledger_positions",
+        last_changes_win
+    );
 
     async fn last_changes_win(store: &Store) {
         let writer = crate::writer::tests::test_writer(store);

@@ -28,6 +28,32 @@ macro_rules! newest_state_of_t {
     };
 }
 
+/// Two tests that run one body, an `async fn(&Store)`: `$sqlite` on a
+/// scratch SQLite file and `$mariadb` on a scratch database of the test
+/// MariaDB, both named after `$tag`. Declared before the modules so that
+/// their tests can use it.
+#[cfg(test)]
+macro_rules! test_on_both_backends {
+    ($(#[$doc:meta])* $sqlite:ident, $mariadb:ident, $tag:literal, $body:path) => {
+        $(#[$doc])*
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $sqlite() {
+            let (store, dir) = crate::scratch_store($tag, 5_000).await;
+            $body(&store).await;
+            store.close().await;
+            let _ = std::fs::remove_dir_all(dir);
+        }
+
+        $(#[$doc])*
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $mariadb() {
+            let (store, admin, name) = crate::tests::scratch_mariadb_store($tag).await;
+            $body(&store).await;
+            crate::tests::drop_scratch_mariadb(store, admin, name).await;
+        }
+    };
+}
+
 pub mod amount;
 pub mod bulk;
 pub mod check;
