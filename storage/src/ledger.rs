@@ -683,6 +683,14 @@ mod tests {
         every_row_once_in_order
     );
 
+    /// A batch of transfer rows only.
+    fn transfer_rows(transfers: TransferWrite) -> LedgerWrite {
+        LedgerWrite {
+            transfers,
+            ..LedgerWrite::default()
+        }
+    }
+
     async fn every_row_once_in_order(store: &Store) {
         use crate::transfers::{MessageHash, NewTransferError, TransferStateChange};
         let writer = crate::writer::tests::test_writer(store);
@@ -717,10 +725,7 @@ mod tests {
                 });
             }
             writer
-                .write(LedgerWrite {
-                    transfers: write,
-                    ..LedgerWrite::default()
-                })
+                .write(transfer_rows(write))
                 .await
                 .expect("batch written");
             for i in [0, n / 2, n - 1] {
@@ -779,10 +784,7 @@ mod tests {
             ..TransferWrite::default()
         };
         writer
-            .write(LedgerWrite {
-                transfers: rows.clone(),
-                ..LedgerWrite::default()
-            })
+            .write(transfer_rows(rows.clone()))
             .await
             .expect("prepare written");
         rows = TransferWrite {
@@ -800,10 +802,7 @@ mod tests {
             ..TransferWrite::default()
         };
         writer
-            .write(LedgerWrite {
-                transfers: rows,
-                ..LedgerWrite::default()
-            })
+            .write(transfer_rows(rows))
             .await
             .expect("fulfil written");
         let record = store.transfer("fields-1").await.expect("read");
@@ -819,20 +818,17 @@ mod tests {
         assert_eq!(record.settlement_window_id, Some(1), "the open window");
         assert_eq!(record.fulfil_hash.as_deref(), Some("fulfil hash"));
 
-        let orphan = LedgerWrite {
-            transfers: TransferWrite {
-                transfers: vec![std::sync::Arc::new(crate::transfers::test_transfer(
-                    "fields-2",
-                ))],
-                states: vec![TransferStateChange {
-                    transfer_id: "no-such-transfer".into(),
-                    state: "RESERVED".into(),
-                    reason: None,
-                }],
-                ..TransferWrite::default()
-            },
-            ..LedgerWrite::default()
-        };
+        let orphan = transfer_rows(TransferWrite {
+            transfers: vec![std::sync::Arc::new(crate::transfers::test_transfer(
+                "fields-2",
+            ))],
+            states: vec![TransferStateChange {
+                transfer_id: "no-such-transfer".into(),
+                state: "RESERVED".into(),
+                reason: None,
+            }],
+            ..TransferWrite::default()
+        });
         assert!(writer.write(orphan).await.is_err());
         assert_eq!(store.transfer("fields-2").await.expect("read"), None);
     }
